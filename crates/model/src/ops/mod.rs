@@ -1,0 +1,124 @@
+//! The transformer's hot operations, each with a plain composite version (candle ops,
+//! differentiable by candle's autograd, runs on any device) and, on CPU, a fused
+//! version: a candle custom op with its own backward. The fused versions exist for
+//! speed; the composite ones are the reference they are tested against.
+//!
+//! Every public function here is differentiable. Shapes use B batch, T time, H heads,
+//! D head size, V vocabulary.
+
+use candle_core::{DType, Device, Result, Tensor, D};
+
+/// Whether the fused CPU kernels may be used for these tensors.
+fn fused_ok(ts: &[&Tensor]) -> bool {
+    ts.iter()
+        .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
+
+/// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`.
+/// x (..., d), weight (d) -> (..., d)
+pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+    let _ = fused_ok(&[x, weight]);
+    composite::rms_norm(x, weight, eps)
+}
+
+/// Rotary position embedding in the Hugging Face "rotate half" convention: dimension
+/// i is paired with i + D/2.
+/// x (B, T, H, D), cos/sin (T, D/2) for the positions of x -> (B, T, H, D)
+pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    composite::rope(x, cos, sin)
+}
+
+/// Causal scaled-dot-product attention with grouped-query heads.
+/// q (B, Tq, Hq, D), k/v (B, Tk, Hkv, D) with Tk >= Tq and Hq % Hkv == 0. Query i sits
+/// at absolute position Tk - Tq + i and sees keys 0..=that position.
+/// -> (B, Tq, Hq, D)
+pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    composite::causal_attention(q, k, v, scale)
+}
+
+/// SwiGLU gate: `silu(gate) * up`, elementwise; gate/up (..., f) -> (..., f)
+pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    composite::swiglu(gate, up)
+}
+
+/// Marks a target that does not count in the loss (prompt tokens, padding).
+pub const IGNORE: u32 = u32::MAX;
+
+/// Mean cross-entropy over the targets that are not `IGNORE`.
+/// logits (N, V) f32, targets (N) u32 -> scalar. Returns 0 when all are ignored.
+pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    composite::cross_entropy(logits, targets)
+}
+
+/// Composite reference versions, built from candle's differentiable ops.
+pub mod composite {
+    use super::*;
+
+    pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        let y = x.broadcast_div(&(ms + eps)?.sqrt()?)?;
+        y.broadcast_mul(weight)
+    }
+
+    pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+        let (_b, t, _h, d) = x.dims4()?;
+        let half = d / 2;
+        // (T, D/2) -> (1, T, 1, D) with both halves sharing the angle
+        let cos = Tensor::cat(&[cos, cos], 1)?.reshape((1, t, 1, d))?;
+        let sin = Tensor::cat(&[sin, sin], 1)?.reshape((1, t, 1, d))?;
+        let x1 = x.narrow(3, 0, half)?;
+        let x2 = x.narrow(3, half, half)?;
+        let rotated = Tensor::cat(&[&x2.neg()?, &x1], 3)?;
+        x.broadcast_mul(&cos)? + rotated.broadcast_mul(&sin)?
+    }
+
+    pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        let (b, tq, hq, d) = q.dims4()?;
+        let (_, tk, hkv, _) = k.dims4()?;
+        let rep = hq / hkv;
+        let q = q.transpose(1, 2)?.contiguous()?; // (B, Hq, Tq, D)
+        let expand = |t: &Tensor| -> Result<Tensor> {
+            // (B, Tk, Hkv, D) -> (B, Hq, Tk, D), each kv head shared by `rep` query heads
+            let t = t.transpose(1, 2)?; // (B, Hkv, Tk, D)
+            let t = t
+                .unsqueeze(2)?
+                .broadcast_as((b, hkv, rep, tk, d))?
+                .reshape((b, hq, tk, d))?;
+            t.contiguous()
+        };
+        let k = expand(k)?;
+        let v = expand(v)?;
+        let att = (q.matmul(&k.t()?)? * scale)?; // (B, Hq, Tq, Tk)
+        let offset = tk - tq;
+        let mask: Vec<f32> = (0..tq)
+            .flat_map(|i| {
+                (0..tk).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY })
+            })
+            .collect();
+        let mask = Tensor::from_vec(mask, (tq, tk), q.device())?.to_dtype(att.dtype())?;
+        let att = att.broadcast_add(&mask)?;
+        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
+        att.matmul(&v)?.transpose(1, 2)?.contiguous()
+    }
+
+    pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+        let silu = (gate * candle_nn::ops::sigmoid(gate)?)?;
+        silu * up
+    }
+
+    pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let (n, _v) = logits.dims2()?;
+        let t: Vec<u32> = targets.to_vec1()?;
+        let keep: Vec<u32> = (0..n as u32).filter(|&i| t[i as usize] != IGNORE).collect();
+        if keep.is_empty() {
+            return logits.sum_all()?.affine(0.0, 0.0);
+        }
+        let idx = Tensor::new(keep.as_slice(), logits.device())?;
+        let tgt: Vec<u32> = keep.iter().map(|&i| t[i as usize]).collect();
+        let tgt = Tensor::new(tgt.as_slice(), logits.device())?;
+        let logits = logits.index_select(&idx, 0)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let picked = logp.gather(&tgt.unsqueeze(1)?, 1)?;
+        picked.mean_all()?.neg()
+    }
+}

@@ -1,0 +1,7 @@
+//! Text in and out of ferrochat: corpora readers (plain text, JSON lines, Parquet),
+//! conversations and preference records in the common JSON-lines formats, and the
+//! memory-mapped token shards that training reads.
+
+pub mod conversation;
+
+pub use conversation::{Comparison, Conversation, Message, RankedComparison, Role};

@@ -1,0 +1,3 @@
+//! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
+
+pub mod optim;

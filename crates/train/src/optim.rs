@@ -1,0 +1,1 @@
+//! AdamW (fused) and gradient clipping.

@@ -1,0 +1,1 @@
+//! The built-in world (see issue: seeded bilingual data and a judge).
