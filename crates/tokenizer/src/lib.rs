@@ -1,1 +1,133 @@
-//! Tokenizer.
+//! The tokenizer: a byte-level BPE trained with Hugging Face `tokenizers`, the reserved
+//! chat tokens, and the chat template that turns a conversation into token ids plus a
+//! loss mask. The saved `tokenizer.json` loads unchanged in Hugging Face `tokenizers`.
+
+mod chat;
+mod special;
+mod train;
+
+pub use chat::{ChatEncoding, CHAT_TEMPLATE_JINJA};
+pub use special::{SpecialTokens, SPECIAL_TOKENS};
+pub use train::TrainOptions;
+
+use std::path::{Path, PathBuf};
+
+/// Errors of loading, training and using a tokenizer; each names the file or token at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum TokenizerError {
+    #[error("no tokenizer at {path}: {reason}")]
+    Missing { path: PathBuf, reason: String },
+    #[error("cannot read tokenizer {path}: {reason}")]
+    Load { path: PathBuf, reason: String },
+    #[error("tokenizer {path} lacks the special token {token}; it was not trained by ferrochat or was edited")]
+    MissingSpecial { path: PathBuf, token: String },
+    #[error("cannot write tokenizer to {path}: {reason}")]
+    Save { path: PathBuf, reason: String },
+    #[error("tokenizer training failed: {0}")]
+    Train(String),
+    #[error("cannot encode text: {0}")]
+    Encode(String),
+    #[error("cannot decode ids: {0}")]
+    Decode(String),
+}
+
+pub type Result<T> = std::result::Result<T, TokenizerError>;
+
+/// A trained tokenizer with the chat tokens resolved to ids.
+#[derive(Clone)]
+pub struct Tokenizer {
+    inner: tokenizers::Tokenizer,
+    special: SpecialTokens,
+}
+
+impl Tokenizer {
+    /// Loads `tokenizer.json` from a file or from a checkpoint/tokenizer folder.
+    pub fn load(path: &Path) -> Result<Self> {
+        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        if !file.exists() {
+            return Err(TokenizerError::Missing {
+                path: file,
+                reason: "file not found (train one with `ferrochat tokenizer train`)".into(),
+            });
+        }
+        let inner = tokenizers::Tokenizer::from_file(&file)
+            .map_err(|e| TokenizerError::Load { path: file.clone(), reason: e.to_string() })?;
+        let special = SpecialTokens::resolve(&inner, &file)?;
+        Ok(Self { inner, special })
+    }
+
+    /// Wraps a `tokenizers` tokenizer that already has the chat tokens.
+    pub fn from_inner(inner: tokenizers::Tokenizer) -> Result<Self> {
+        let special = SpecialTokens::resolve(&inner, Path::new("<memory>"))?;
+        Ok(Self { inner, special })
+    }
+
+    /// Writes `tokenizer.json` and `tokenizer_config.json` (with the chat template) into `dir`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        let err = |reason: String| TokenizerError::Save { path: dir.to_path_buf(), reason };
+        std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
+        let json = self.inner.to_string(false).map_err(|e| err(e.to_string()))?;
+        write_atomic(&dir.join("tokenizer.json"), json.as_bytes()).map_err(|e| err(e.to_string()))?;
+        let config = chat::tokenizer_config();
+        let config = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
+        write_atomic(&dir.join("tokenizer_config.json"), config.as_bytes())
+            .map_err(|e| err(e.to_string()))
+    }
+
+    pub fn inner(&self) -> &tokenizers::Tokenizer {
+        &self.inner
+    }
+
+    pub fn special(&self) -> &SpecialTokens {
+        &self.special
+    }
+
+    /// Size of the vocabulary, special tokens included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Encodes plain text (special-token strings in it are recognised as such).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes many texts in parallel.
+    pub fn encode_batch(&self, texts: &[String]) -> Result<Vec<Vec<u32>>> {
+        let refs: Vec<&str> = texts.iter().map(|s| s.as_str()).collect();
+        let encs = self
+            .inner
+            .encode_batch_fast(refs, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(encs.into_iter().map(|e| e.get_ids().to_vec()).collect())
+    }
+
+    /// Decodes ids to text; special tokens are kept when `keep_special`.
+    pub fn decode(&self, ids: &[u32], keep_special: bool) -> Result<String> {
+        self.inner.decode(ids, !keep_special).map_err(|e| TokenizerError::Decode(e.to_string()))
+    }
+
+    /// Bytes of UTF-8 text per token on `text` (higher is better compression).
+    pub fn bytes_per_token(&self, text: &str) -> Result<f64> {
+        let n = self.encode(text)?.len().max(1);
+        Ok(text.len() as f64 / n as f64)
+    }
+}
+
+/// Writes a file atomically: temp file in the same folder, fsync, rename.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
+    {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, path)
+}
