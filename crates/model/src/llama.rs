@@ -1,0 +1,179 @@
+//! The decoder: token embedding, N blocks of (RMSNorm, grouped-query attention with
+//! rotary positions, RMSNorm, SwiGLU MLP) with residual connections, a final RMSNorm,
+//! and the output projection (tied to the embedding or not). The same code trains
+//! (full sequences, differentiable) and generates (with a KV cache).
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::cache::KvCache;
+use crate::{ops, weights, Config, Result};
+
+struct Block {
+    input_norm: Tensor, // (C)
+    q_proj: Tensor,     // (Hq * D, C)
+    k_proj: Tensor,     // (Hkv * D, C)
+    v_proj: Tensor,     // (Hkv * D, C)
+    o_proj: Tensor,     // (C, Hq * D)
+    post_norm: Tensor,  // (C)
+    gate_proj: Tensor,  // (F, C)
+    up_proj: Tensor,    // (F, C)
+    down_proj: Tensor,  // (C, F)
+}
+
+/// `x @ w^T` for x (N, in) and w (out, in): the layout of a Hugging Face linear weight.
+fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    Ok(x.matmul(&w.t()?)?)
+}
+
+/// A Llama-family decoder-only transformer.
+pub struct Llama {
+    cfg: Config,
+    embed: Tensor, // (V, C)
+    layers: Vec<Block>,
+    norm: Tensor,            // (C)
+    lm_head: Option<Tensor>, // (V, C) when not tied to the embedding
+    cos: Tensor,             // (max_pos, D/2)
+    sin: Tensor,             // (max_pos, D/2)
+}
+
+impl Llama {
+    /// Builds the model over named weights (shared, not copied: a training `Var`'s tensor
+    /// can be passed so the model sees its in-place updates).
+    pub fn new(cfg: &Config, w: &HashMap<String, Tensor>, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        weights::check_weights(cfg, w, "the weights")?;
+        let get = |n: &str| -> Tensor { w[n].clone() };
+        let layers = (0..cfg.num_hidden_layers)
+            .map(|i| {
+                let p = format!("model.layers.{i}");
+                Block {
+                    input_norm: get(&format!("{p}.input_layernorm.weight")),
+                    q_proj: get(&format!("{p}.self_attn.q_proj.weight")),
+                    k_proj: get(&format!("{p}.self_attn.k_proj.weight")),
+                    v_proj: get(&format!("{p}.self_attn.v_proj.weight")),
+                    o_proj: get(&format!("{p}.self_attn.o_proj.weight")),
+                    post_norm: get(&format!("{p}.post_attention_layernorm.weight")),
+                    gate_proj: get(&format!("{p}.mlp.gate_proj.weight")),
+                    up_proj: get(&format!("{p}.mlp.up_proj.weight")),
+                    down_proj: get(&format!("{p}.mlp.down_proj.weight")),
+                }
+            })
+            .collect();
+        let lm_head = (!cfg.tie_word_embeddings).then(|| get("lm_head.weight"));
+        let (cos, sin) = rope_tables(cfg, device)?;
+        Ok(Self {
+            cfg: cfg.clone(),
+            embed: get("model.embed_tokens.weight"),
+            layers,
+            norm: get("model.norm.weight"),
+            lm_head,
+            cos,
+            sin,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.cfg
+    }
+
+    pub fn device(&self) -> &Device {
+        self.embed.device()
+    }
+
+    /// Final hidden states after the last norm: ids (B, T) u32 -> (B * T, C).
+    /// `cache` continues a sequence whose first tokens were already seen.
+    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        if pos + t > self.cfg.max_position_embeddings {
+            return Err(crate::ModelError::Config(format!(
+                "sequence of {} tokens is longer than the model's context ({})",
+                pos + t,
+                self.cfg.max_position_embeddings
+            )));
+        }
+        let d = self.cfg.head_size();
+        let (hq, hkv) = (self.cfg.num_attention_heads, self.cfg.kv_heads());
+        let eps = self.cfg.rms_norm_eps;
+        let scale = 1.0 / (d as f64).sqrt();
+        let cos = self.cos.narrow(0, pos, t)?; // (T, D/2)
+        let sin = self.sin.narrow(0, pos, t)?;
+        let mut x = self.embed.embedding(&ids.flatten_all()?)?; // (B * T, C)
+        for (i, l) in self.layers.iter().enumerate() {
+            let h = ops::rms_norm(&x, &l.input_norm, eps)?;
+            let q = linear(&h, &l.q_proj)?.reshape((b, t, hq, d))?;
+            let k = linear(&h, &l.k_proj)?.reshape((b, t, hkv, d))?;
+            let v = linear(&h, &l.v_proj)?.reshape((b, t, hkv, d))?;
+            let q = ops::rope(&q, &cos, &sin)?;
+            let k = ops::rope(&k, &cos, &sin)?;
+            let (k, v) = match cache.as_deref_mut() {
+                Some(c) => c.append(i, &k, &v)?,
+                None => (k, v),
+            };
+            let a = ops::causal_attention(&q, &k, &v, scale)?; // (B, T, Hq, D)
+            let a = a.reshape((b * t, hq * d))?;
+            x = (x + linear(&a, &l.o_proj)?)?;
+            let h = ops::rms_norm(&x, &l.post_norm, eps)?;
+            let g = ops::swiglu(&linear(&h, &l.gate_proj)?, &linear(&h, &l.up_proj)?)?; // (B * T, F)
+            x = (x + linear(&g, &l.down_proj)?)?;
+        }
+        if let Some(c) = cache {
+            c.advance(t);
+        }
+        Ok(ops::rms_norm(&x, &self.norm, eps)?)
+    }
+
+    /// Next-token logits from hidden states: (N, C) -> (N, V).
+    pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        linear(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+    }
+
+    /// Logits for every position: ids (B, T) -> (B * T, V).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.logits(&self.hidden(ids, None)?)
+    }
+
+    /// Mean next-token cross-entropy: ids and targets (B, T); targets equal to
+    /// [`ops::IGNORE`] do not count.
+    pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let logits = self.forward(ids)?;
+        Ok(ops::cross_entropy(&logits, &targets.flatten_all()?)?)
+    }
+
+    /// Feeds `ids` (B, T) after what `cache` holds and returns the logits of the last
+    /// position of each row: (B, V).
+    pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let (b, t) = ids.dims2()?;
+        let h = self.hidden(ids, Some(cache))?; // (B * T, C)
+        let last = h.reshape((b, t, self.cfg.hidden_size))?.narrow(1, t - 1, 1)?.squeeze(1)?;
+        self.logits(&last.contiguous()?)
+    }
+
+    /// A cache sized for this model.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_hidden_layers, self.cfg.max_position_embeddings)
+    }
+}
+
+/// cos/sin of the rotary angles, (max_pos, D/2), computed in f64 then rounded, as
+/// Hugging Face computes them in f32 from the same formula.
+fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
+    let d = cfg.head_size();
+    let n = cfg.max_position_embeddings;
+    let inv: Vec<f64> =
+        (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+    let mut cos = Vec::with_capacity(n * d / 2);
+    let mut sin = Vec::with_capacity(n * d / 2);
+    for p in 0..n {
+        for f in &inv {
+            let a = (p as f32 * *f as f32) as f64;
+            cos.push(a.cos() as f32);
+            sin.push(a.sin() as f32);
+        }
+    }
+    let cos = Tensor::from_vec(cos, (n, d / 2), device)?.to_dtype(DType::F32)?;
+    let sin = Tensor::from_vec(sin, (n, d / 2), device)?.to_dtype(DType::F32)?;
+    Ok((cos, sin))
+}
