@@ -8,6 +8,18 @@
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+mod attention;
+mod attention_bwd;
+#[cfg(test)]
+mod bench;
+mod cpu;
+mod cross_entropy;
+mod rms_norm;
+mod rope;
+mod swiglu;
+#[cfg(test)]
+mod tests;
+
 /// Whether the fused CPU kernels may be used for these tensors.
 fn fused_ok(ts: &[&Tensor]) -> bool {
     ts.iter()
@@ -17,7 +29,9 @@ fn fused_ok(ts: &[&Tensor]) -> bool {
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`.
 /// x (..., d), weight (d) -> (..., d)
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
-    let _ = fused_ok(&[x, weight]);
+    if fused_ok(&[x, weight]) {
+        return rms_norm::rms_norm(x, weight, eps);
+    }
     composite::rms_norm(x, weight, eps)
 }
 
@@ -25,6 +39,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 /// i is paired with i + D/2.
 /// x (B, T, H, D), cos/sin (T, D/2) for the positions of x -> (B, T, H, D)
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[x, cos, sin]) {
+        return rope::rope(x, cos, sin);
+    }
     composite::rope(x, cos, sin)
 }
 
@@ -33,11 +50,17 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// at absolute position Tk - Tq + i and sees keys 0..=that position.
 /// -> (B, Tq, Hq, D)
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+    if fused_ok(&[q, k, v]) {
+        return attention::causal_attention(q, k, v, scale);
+    }
     composite::causal_attention(q, k, v, scale)
 }
 
 /// SwiGLU gate: `silu(gate) * up`, elementwise; gate/up (..., f) -> (..., f)
 pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[gate, up]) {
+        return swiglu::swiglu(gate, up);
+    }
     composite::swiglu(gate, up)
 }
 
@@ -47,6 +70,9 @@ pub const IGNORE: u32 = u32::MAX;
 /// Mean cross-entropy over the targets that are not `IGNORE`.
 /// logits (N, V) f32, targets (N) u32 -> scalar. Returns 0 when all are ignored.
 pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[logits]) && targets.device().is_cpu() && targets.dtype() == DType::U32 {
+        return cross_entropy::cross_entropy(logits, targets);
+    }
     composite::cross_entropy(logits, targets)
 }
 
@@ -92,7 +118,13 @@ pub mod composite {
         let offset = tk - tq;
         let mask: Vec<f32> = (0..tq)
             .flat_map(|i| {
-                (0..tk).map(move |j| if j <= i + offset { 0.0 } else { f32::NEG_INFINITY })
+                (0..tk).map(move |j| {
+                    if j <= i + offset {
+                        0.0
+                    } else {
+                        f32::NEG_INFINITY
+                    }
+                })
             })
             .collect();
         let mask = Tensor::from_vec(mask, (tq, tk), q.device())?.to_dtype(att.dtype())?;

@@ -1,0 +1,280 @@
+//! The fused CPU ops against their composite references: forward values and autograd
+//! gradients on random inputs with odd sizes and non-contiguous layouts, and finite
+//! differences as a check that does not trust either implementation.
+
+use candle_core::{Device, Result, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::{attention, composite, cross_entropy, rms_norm, rope, swiglu, IGNORE};
+
+const TOL: f32 = 1e-4;
+
+pub(super) fn rand_tensor(seed: u64, shape: &[usize], scale: f32) -> Result<Tensor> {
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let n: usize = shape.iter().product();
+    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+fn var(seed: u64, shape: &[usize], scale: f32) -> Result<Var> {
+    Var::from_tensor(&rand_tensor(seed, shape, scale)?)
+}
+
+/// `max |a - b| / max |b|`, so the tolerance is relative to the tensor's magnitude.
+fn rel_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    assert_eq!(a.dims(), b.dims(), "shapes differ");
+    let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    let size = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+    Ok(diff / size.max(1e-6))
+}
+
+/// Evaluates `f` fused and composite on the same variables with the loss
+/// `sum(out * w)` for a fixed random `w`, and compares the outputs and the gradients
+/// of the first `n_grad` variables.
+fn compare(
+    name: &str,
+    vars: &[Var],
+    n_grad: usize,
+    f: impl Fn(bool, &[Tensor]) -> Result<Tensor>,
+) -> Result<()> {
+    let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+    let mut runs = Vec::new();
+    for fused in [true, false] {
+        let out = f(fused, &ts)?;
+        let w = rand_tensor(99, out.dims(), 1.0)?;
+        let grads = (&out * &w)?.sum_all()?.backward()?;
+        let gs: Vec<Option<Tensor>> = ts[..n_grad].iter().map(|t| grads.get(t).cloned()).collect();
+        runs.push((out, gs));
+    }
+    let (fo, fg) = &runs[0];
+    let (co, cg) = &runs[1];
+    let d = rel_diff(fo, co)?;
+    assert!(d < TOL, "{name}: forward differs by {d}");
+    for (i, (f, c)) in fg.iter().zip(cg).enumerate() {
+        let (Some(f), Some(c)) = (f, c) else {
+            panic!(
+                "{name}: input {i} has no gradient (fused: {}, composite: {})",
+                f.is_some(),
+                c.is_some()
+            );
+        };
+        let d = rel_diff(f, c)?;
+        assert!(d < TOL, "{name}: gradient of input {i} differs by {d}");
+    }
+    Ok(())
+}
+
+#[test]
+fn rms_norm_matches_composite() -> Result<()> {
+    // x is the transpose of a (37, 29) variable: non-contiguous rows of width 37.
+    let vars = [var(1, &[37, 29], 2.0)?, var(2, &[37], 1.0)?];
+    compare("rms_norm (strided)", &vars, 2, |fused, t| {
+        let x = t[0].t()?;
+        match fused {
+            true => rms_norm::rms_norm(&x, &t[1], 1e-5),
+            false => composite::rms_norm(&x, &t[1], 1e-5),
+        }
+    })?;
+    let vars = [var(3, &[3, 5, 37], 1.0)?, var(4, &[37], 1.0)?];
+    compare("rms_norm (3-d)", &vars, 2, |fused, t| match fused {
+        true => rms_norm::rms_norm(&t[0], &t[1], 1e-6),
+        false => composite::rms_norm(&t[0], &t[1], 1e-6),
+    })
+}
+
+/// cos/sin rows for positions `start..start + t` of a table, as a narrowed view.
+fn rope_tables(t: usize, half: usize, start: usize) -> Result<(Tensor, Tensor)> {
+    let angles: Vec<f32> = (0..(start + t) * half)
+        .map(|i| (i / half) as f32 / 10f32.powf((i % half) as f32 / half as f32))
+        .collect();
+    let a = Tensor::from_vec(angles, (start + t, half), &Device::Cpu)?;
+    Ok((a.cos()?.narrow(0, start, t)?, a.sin()?.narrow(0, start, t)?))
+}
+
+#[test]
+fn rope_matches_composite() -> Result<()> {
+    let (cos, sin) = rope_tables(7, 5, 3)?;
+    // (B, H, T, D) variable seen as (B, T, H, D): the layout q/k have after a transpose.
+    let vars = [var(5, &[2, 3, 7, 10], 1.0)?];
+    compare("rope", &vars, 1, |fused, t| {
+        let x = t[0].transpose(1, 2)?;
+        match fused {
+            true => rope::rope(&x, &cos, &sin),
+            false => composite::rope(&x, &cos, &sin),
+        }
+    })
+}
+
+fn attention_case(
+    b: usize,
+    (tq, tk): (usize, usize),
+    (hq, hkv): (usize, usize),
+    d: usize,
+) -> Result<()> {
+    let name = format!("attention b={b} tq={tq} tk={tk} hq={hq} hkv={hkv} d={d}");
+    let scale = 1.0 / (d as f64).sqrt();
+    // q is stored (B, Hq, Tq, D) and transposed; k/v are plain (B, Tk, Hkv, D).
+    let vars = [
+        var(6, &[b, hq, tq, d], 1.5)?,
+        var(7, &[b, tk, hkv, d], 1.5)?,
+        var(8, &[b, tk, hkv, d], 1.0)?,
+    ];
+    compare(&name, &vars, 3, |fused, t| {
+        let q = t[0].transpose(1, 2)?;
+        match fused {
+            true => attention::causal_attention(&q, &t[1], &t[2], scale),
+            false => composite::causal_attention(&q, &t[1], &t[2], scale),
+        }
+    })
+}
+
+#[test]
+fn attention_matches_composite() -> Result<()> {
+    attention_case(2, (5, 9), (4, 2), 6)?; // GQA, queries continue a prefix
+    attention_case(1, (70, 70), (3, 3), 8)?; // more than one query block
+    attention_case(2, (1, 13), (4, 1), 4)?; // one decoding step
+    attention_case(1, (130, 131), (2, 1), 5) // blocks, offset and GQA together
+}
+
+#[test]
+fn attention_without_grad_matches() -> Result<()> {
+    // Plain tensors take the inference path that keeps no probabilities.
+    let q = rand_tensor(10, &[2, 67, 4, 8], 1.0)?;
+    let k = rand_tensor(11, &[2, 67, 2, 8], 1.0)?;
+    let v = rand_tensor(12, &[2, 67, 2, 8], 1.0)?;
+    let f = attention::causal_attention(&q, &k, &v, 0.3)?;
+    let c = composite::causal_attention(&q, &k, &v, 0.3)?;
+    assert!(rel_diff(&f, &c)? < TOL);
+    // The public function takes the fused path here, bit for bit.
+    let p = super::causal_attention(&q, &k, &v, 0.3)?;
+    assert_eq!(rel_diff(&p, &f)?, 0.0);
+    Ok(())
+}
+
+#[test]
+fn swiglu_matches_composite() -> Result<()> {
+    let vars = [var(13, &[21, 13], 4.0)?, var(14, &[13, 21], 1.0)?];
+    compare("swiglu", &vars, 2, |fused, t| {
+        let gate = t[0].t()?;
+        match fused {
+            true => swiglu::swiglu(&gate, &t[1]),
+            false => composite::swiglu(&gate, &t[1]),
+        }
+    })
+}
+
+fn targets(n: usize, v: usize, ignore_every: usize) -> Result<Tensor> {
+    let t: Vec<u32> = (0..n)
+        .map(|i| {
+            if ignore_every > 0 && i % ignore_every == 0 {
+                IGNORE
+            } else {
+                ((i * 7 + 3) % v) as u32
+            }
+        })
+        .collect();
+    Tensor::new(t.as_slice(), &Device::Cpu)
+}
+
+#[test]
+fn cross_entropy_matches_composite() -> Result<()> {
+    let tg = targets(17, 23, 3)?;
+    let vars = [var(15, &[23, 17], 3.0)?];
+    compare("cross_entropy", &vars, 1, |fused, t| {
+        let logits = t[0].t()?;
+        match fused {
+            true => cross_entropy::cross_entropy(&logits, &tg),
+            // candle's index_select (inside the composite) needs contiguous input.
+            false => composite::cross_entropy(&logits.contiguous()?, &tg),
+        }
+    })
+}
+
+#[test]
+fn cross_entropy_all_ignored_is_zero() -> Result<()> {
+    let x = var(16, &[4, 9], 1.0)?;
+    let tg = Tensor::new(&[IGNORE; 4], &Device::Cpu)?;
+    let loss = cross_entropy::cross_entropy(x.as_tensor(), &tg)?;
+    assert_eq!(loss.to_scalar::<f32>()?, 0.0);
+    let grads = loss.backward()?;
+    let g = grads.get(x.as_tensor()).expect("a zero gradient, not none");
+    assert_eq!(g.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    Ok(())
+}
+
+#[test]
+fn cross_entropy_rejects_bad_targets() -> Result<()> {
+    let x = rand_tensor(17, &[2, 5], 1.0)?;
+    let tg = Tensor::new(&[1u32, 5], &Device::Cpu)?;
+    let err = cross_entropy::cross_entropy(&x, &tg)
+        .err()
+        .map(|e| e.to_string());
+    assert!(err.is_some_and(|e| e.contains("target 5")));
+    Ok(())
+}
+
+/// Central differences of `sum(f(x) * w)` at a few coordinates of `x` against autograd.
+fn finite_difference(name: &str, x: &Tensor, f: impl Fn(&Tensor) -> Result<Tensor>) -> Result<()> {
+    let xv = Var::from_tensor(x)?;
+    let out = f(xv.as_tensor())?;
+    let w = rand_tensor(98, out.dims(), 1.0)?;
+    let loss =
+        |t: &Tensor| -> Result<f64> { Ok((f(t)? * &w)?.sum_all()?.to_scalar::<f32>()? as f64) };
+    let grads = (out * &w)?.sum_all()?.backward()?;
+    let analytic: Vec<f32> = grads
+        .get(xv.as_tensor())
+        .expect("gradient")
+        .flatten_all()?
+        .to_vec1()?;
+    let base: Vec<f32> = x.flatten_all()?.to_vec1()?;
+    let eps = 1e-2f32;
+    for i in (0..base.len()).step_by(base.len() / 11 + 1) {
+        let mut plus = base.clone();
+        plus[i] += eps;
+        let mut minus = base.clone();
+        minus[i] -= eps;
+        let lp = loss(&Tensor::from_vec(plus, x.shape(), x.device())?)?;
+        let lm = loss(&Tensor::from_vec(minus, x.shape(), x.device())?)?;
+        let numeric = ((lp - lm) / (2.0 * eps as f64)) as f32;
+        let err = (numeric - analytic[i]).abs() / analytic[i].abs().max(1.0);
+        assert!(
+            err < 3e-3,
+            "{name}[{i}]: numeric {numeric}, analytic {}",
+            analytic[i]
+        );
+    }
+    Ok(())
+}
+
+#[test]
+fn fused_ops_match_finite_differences() -> Result<()> {
+    let k = rand_tensor(20, &[1, 6, 1, 4], 1.0)?;
+    let v = rand_tensor(21, &[1, 6, 1, 4], 1.0)?;
+    let q = rand_tensor(22, &[1, 4, 2, 4], 1.0)?;
+    finite_difference("attention dq", &q, |q| {
+        attention::causal_attention(q, &k, &v, 0.5)
+    })?;
+    finite_difference("attention dk", &k, |k| {
+        attention::causal_attention(&q, k, &v, 0.5)
+    })?;
+    finite_difference("attention dv", &v, |v| {
+        attention::causal_attention(&q, &k, v, 0.5)
+    })?;
+    let w = rand_tensor(23, &[7], 1.0)?;
+    finite_difference("rms_norm", &rand_tensor(24, &[3, 7], 1.0)?, |x| {
+        rms_norm::rms_norm(x, &w, 1e-5)
+    })?;
+    let up = rand_tensor(25, &[3, 7], 1.0)?;
+    finite_difference("swiglu", &rand_tensor(26, &[3, 7], 2.0)?, |g| {
+        swiglu::swiglu(g, &up)
+    })?;
+    let tg = targets(5, 6, 4)?;
+    finite_difference("cross_entropy", &rand_tensor(27, &[5, 6], 2.0)?, |x| {
+        cross_entropy::cross_entropy(x, &tg)
+    })?;
+    let (cos, sin) = rope_tables(3, 2, 1)?;
+    finite_difference("rope", &rand_tensor(28, &[1, 3, 2, 4], 1.0)?, |x| {
+        rope::rope(x, &cos, &sin)
+    })
+}
