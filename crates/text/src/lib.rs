@@ -3,5 +3,9 @@
 //! memory-mapped token shards that training reads.
 
 pub mod conversation;
+pub mod corpus;
+pub mod error;
 
 pub use conversation::{Comparison, Conversation, Message, RankedComparison, Role};
+pub use corpus::{for_each_document, CorpusOptions, Document, Source, Stats};
+pub use error::{Result, TextError};
