@@ -1,0 +1,236 @@
+//! Arithmetic: adding, subtracting and multiplying small numbers, and two-step word
+//! problems, each answered step by step. A seeded sixth of the number combinations is
+//! held out everywhere (even from pretraining prose) so evaluation sees sums never seen.
+
+use crate::tables::fnv;
+use crate::tpl::render;
+use crate::types::Lang;
+use rand::Rng;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op {
+    Add,
+    Sub,
+    Mul,
+    Word,
+}
+
+pub const OPS: [Op; 4] = [Op::Add, Op::Sub, Op::Mul, Op::Word];
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Problem {
+    pub op: Op,
+    pub a: i64,
+    pub b: i64,
+    pub c: i64,
+    pub who: usize,
+}
+
+pub const NAMES: [[&str; 2]; 4] = [
+    ["Tom", "小明"],
+    ["Anna", "小红"],
+    ["Sam", "小刚"],
+    ["Lily", "小丽"],
+];
+
+pub const PROMPTS: &[(Op, Lang, bool, &str)] = &[
+    (Op::Add, Lang::En, false, "What is {a} + {b}?"),
+    (Op::Add, Lang::En, false, "What is {a} plus {b}?"),
+    (Op::Add, Lang::En, true, "Compute the sum of {a} and {b}."),
+    (Op::Add, Lang::Zh, false, "{a}加{b}等于多少？"),
+    (Op::Add, Lang::Zh, false, "{a} + {b} 等于几？"),
+    (Op::Add, Lang::Zh, true, "请帮我算出{a}与{b}相加的结果。"),
+    (Op::Sub, Lang::En, false, "What is {a} - {b}?"),
+    (Op::Sub, Lang::En, false, "What is {a} minus {b}?"),
+    (
+        Op::Sub,
+        Lang::En,
+        true,
+        "Take {b} away from {a}; what remains?",
+    ),
+    (Op::Sub, Lang::Zh, false, "{a}减{b}等于多少？"),
+    (Op::Sub, Lang::Zh, false, "{a} - {b} 等于几？"),
+    (Op::Sub, Lang::Zh, true, "{a}去掉{b}还剩多少？"),
+    (Op::Mul, Lang::En, false, "What is {a} times {b}?"),
+    (Op::Mul, Lang::En, false, "What is {a} × {b}?"),
+    (Op::Mul, Lang::En, true, "Find the product of {a} and {b}."),
+    (Op::Mul, Lang::Zh, false, "{a}乘以{b}等于多少？"),
+    (Op::Mul, Lang::Zh, false, "{a} × {b} 等于几？"),
+    (Op::Mul, Lang::Zh, true, "求{a}和{b}的乘积。"),
+    (
+        Op::Word,
+        Lang::En,
+        false,
+        "{n} has {a} apples, buys {b} more and gives away {c}. How many apples does {n} have now?",
+    ),
+    (
+        Op::Word,
+        Lang::En,
+        true,
+        "{n} had {a} marbles, found {b} more, then lost {c}. How many marbles are left?",
+    ),
+    (
+        Op::Word,
+        Lang::Zh,
+        false,
+        "{n}有{a}个苹果，又买了{b}个，送出了{c}个。{n}现在有几个苹果？",
+    ),
+    (
+        Op::Word,
+        Lang::Zh,
+        true,
+        "{n}原来有{a}颗弹珠，捡到{b}颗，又丢了{c}颗。还剩几颗弹珠？",
+    ),
+];
+
+impl Problem {
+    pub fn new(op: Op, a: i64, b: i64, c: i64, who: usize) -> Self {
+        Problem { op, a, b, c, who }
+    }
+
+    pub fn result(&self) -> i64 {
+        match self.op {
+            Op::Add => self.a + self.b,
+            Op::Sub => self.a - self.b,
+            Op::Mul => self.a * self.b,
+            Op::Word => self.a + self.b - self.c,
+        }
+    }
+
+    fn key(&self) -> String {
+        match self.op {
+            Op::Word => format!("w{}:{}:{}", self.a, self.b, self.c),
+            op => format!("{op:?}{}:{}", self.a, self.b),
+        }
+    }
+
+    pub fn is_heldout(&self, seed: u64) -> bool {
+        fnv(seed ^ 0xa417, &self.key()).is_multiple_of(6)
+    }
+
+    /// A random problem on the chosen side of the held-out split.
+    pub fn sample(op: Op, heldout: bool, seed: u64, rng: &mut impl Rng) -> Problem {
+        loop {
+            let p = match op {
+                Op::Add => {
+                    Problem::new(op, rng.random_range(2..100), rng.random_range(2..100), 0, 0)
+                }
+                Op::Sub => {
+                    let a = rng.random_range(10..100);
+                    Problem::new(op, a, rng.random_range(2..a), 0, 0)
+                }
+                Op::Mul => Problem::new(op, rng.random_range(2..13), rng.random_range(2..13), 0, 0),
+                Op::Word => {
+                    let (a, b) = (rng.random_range(3..21), rng.random_range(2..16));
+                    Problem::new(
+                        op,
+                        a,
+                        b,
+                        rng.random_range(1..a + b),
+                        rng.random_range(0..NAMES.len()),
+                    )
+                }
+            };
+            if p.is_heldout(seed) == heldout {
+                return p;
+            }
+        }
+    }
+
+    pub fn prompt(&self, template: &str, lang: Lang) -> String {
+        let (a, b, c) = (self.a.to_string(), self.b.to_string(), self.c.to_string());
+        render(
+            template,
+            &[
+                ("a", &a),
+                ("b", &b),
+                ("c", &c),
+                ("n", NAMES[self.who % NAMES.len()][lang.idx()]),
+            ],
+        )
+    }
+
+    /// The worked answer, ending in `result` (the true one, or a slip for wrong answers).
+    pub fn answer_with(&self, lang: Lang, result: i64, heldout_wording: bool) -> String {
+        let (a, b) = (self.a, self.b);
+        let (comma, stop) = if lang == Lang::En {
+            (", ", ". ")
+        } else {
+            ("，", "。")
+        };
+        let steps = match self.op {
+            Op::Add if a >= 10 && b >= 10 => {
+                let (t, o) = (a / 10 * 10 + b / 10 * 10, a % 10 + b % 10);
+                format!(
+                    "{} + {} = {t}{comma}{} + {} = {o}{comma}{t} + {o} = {result}",
+                    a / 10 * 10,
+                    b / 10 * 10,
+                    a % 10,
+                    b % 10
+                )
+            }
+            Op::Add => format!("{a} + {b} = {result}"),
+            Op::Sub => format!("{a} - {b} = {result}"),
+            Op::Mul => format!("{a} × {b} = {result}"),
+            Op::Word => {
+                let s = a + b;
+                let name = NAMES[self.who % NAMES.len()][lang.idx()];
+                let tail = match (lang, heldout_wording) {
+                    (Lang::En, false) => format!("{name} has {result} apples now."),
+                    (Lang::En, true) => format!("{result} marbles are left."),
+                    (Lang::Zh, false) => format!("{name}现在有{result}个苹果。"),
+                    (Lang::Zh, true) => format!("还剩{result}颗弹珠。"),
+                };
+                return format!(
+                    "{a} + {b} = {s}{comma}{s} - {} = {result}{stop}{tail}",
+                    self.c
+                )
+                .trim_end()
+                .to_string();
+            }
+        };
+        match lang {
+            Lang::En => format!("{steps}. The answer is {result}."),
+            Lang::Zh => format!("{steps}。答案是{result}。"),
+        }
+    }
+
+    pub fn answer(&self, lang: Lang, heldout_wording: bool) -> String {
+        self.answer_with(lang, self.result(), heldout_wording)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worked_answers_end_in_the_result() {
+        let p = Problem::new(Op::Add, 23, 45, 0, 0);
+        assert_eq!(
+            p.answer(Lang::En, false),
+            "20 + 40 = 60, 3 + 5 = 8, 60 + 8 = 68. The answer is 68."
+        );
+        let w = Problem::new(Op::Word, 5, 3, 2, 1);
+        assert_eq!(
+            w.answer(Lang::Zh, false),
+            "5 + 3 = 8，8 - 2 = 6。小红现在有6个苹果。"
+        );
+        assert_eq!(
+            w.prompt(PROMPTS[18].3, Lang::En),
+            "Anna has 5 apples, buys 3 more and gives away 2. How many apples does Anna have now?"
+        );
+    }
+
+    #[test]
+    fn sampling_respects_the_split() {
+        let mut rng = <rand_chacha::ChaCha8Rng as rand::SeedableRng>::seed_from_u64(1);
+        for op in OPS {
+            for held in [false, true] {
+                let p = Problem::sample(op, held, 9, &mut rng);
+                assert_eq!(p.is_heldout(9), held);
+                assert!(p.result() >= 0);
+            }
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Turning items into the records each training stage reads: SFT dialogues, pairwise
+//! comparisons and ranked lists labelled by the judge (with optional label noise), the
+//! held-out evaluation set and few-shot examples.
+
+use crate::items::{self, Ctx, Item};
+use crate::items_more;
+use crate::items_tone;
+use crate::judge::judge_expect;
+use crate::style::{ramble, rude};
+use crate::tables::heldout_entities;
+use crate::talk::REFUSAL;
+use crate::types::{EvalItem, Lang, Skill};
+use ferrochat_text::{Comparison, Conversation, Message, RankedComparison};
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+/// Share of each skill in training data, in percent.
+const MIX: [(Skill, u32); 11] = [
+    (Skill::SmallTalk, 6),
+    (Skill::Fact, 22),
+    (Skill::FollowUp, 12),
+    (Skill::FalsePremise, 8),
+    (Skill::Refusal, 6),
+    (Skill::Benign, 6),
+    (Skill::Poem, 8),
+    (Skill::Code, 6),
+    (Skill::Arithmetic, 12),
+    (Skill::Unknown, 7),
+    (Skill::Tone, 7),
+];
+
+/// An independent random stream per output, so adding dialogues never changes comparisons.
+pub fn stream(seed: u64, part: u64) -> ChaCha8Rng {
+    ChaCha8Rng::seed_from_u64(seed ^ part.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+}
+
+pub fn build(skill: Skill, ctx: &mut Ctx, lang: Lang) -> Item {
+    match skill {
+        Skill::SmallTalk => items_more::small_talk(ctx, lang),
+        Skill::Fact => items::fact(ctx, lang),
+        Skill::FollowUp => items::follow_up(ctx, lang),
+        Skill::FalsePremise => items::premise(ctx, lang),
+        Skill::Refusal => items_more::refusal(ctx, lang),
+        Skill::Benign => items_more::benign(ctx, lang),
+        Skill::Poem => items_more::poem(ctx, lang),
+        Skill::Code => items_more::code(ctx, lang),
+        Skill::Arithmetic => items_more::arithmetic(ctx, lang),
+        Skill::Unknown => items::unknown(ctx, lang),
+        Skill::Tone => items_tone::tone(ctx, lang),
+    }
+}
+
+fn random_skill(rng: &mut ChaCha8Rng) -> Skill {
+    let mut r = rng.random_range(0..100u32);
+    for (s, w) in MIX {
+        if r < w {
+            return s;
+        }
+        r -= w;
+    }
+    Skill::Fact
+}
+
+/// `n` training items drawn from the skill mix, languages alternating.
+pub fn training_items(seed: u64, part: u64, n: usize) -> Vec<Item> {
+    let held = heldout_entities(seed);
+    let mut rng = stream(seed, part);
+    let mut out = Vec::with_capacity(n);
+    for i in 0..n {
+        let skill = random_skill(&mut rng);
+        let lang = Lang::ALL[i % 2];
+        let mut ctx = Ctx {
+            rng: &mut rng,
+            seed,
+            heldout: false,
+            held: &held,
+        };
+        out.push(build(skill, &mut ctx, lang));
+    }
+    out
+}
+
+pub fn dialogue(item: &Item) -> Conversation {
+    let mut m = item.prompt.clone();
+    m.push(Message::assistant(item.gold.clone()));
+    Conversation::new(m)
+}
+
+/// Candidate answers to an item with the judge's score, one per distinct score, best first.
+fn graded(item: &Item, rng: &mut ChaCha8Rng) -> Vec<(f64, String)> {
+    let mut cands = Vec::new();
+    for base in std::iter::once(&item.gold).chain(item.mistakes.iter().take(2)) {
+        let long = ramble(base, item.lang, item.skill);
+        cands.extend([
+            base.clone(),
+            rude(base, item.lang),
+            rude(&long, item.lang),
+            long,
+        ]);
+    }
+    if let Some(q) = item.prompt.last() {
+        cands.push(q.content.clone());
+    }
+    if item.skill != Skill::Refusal {
+        cands.push(REFUSAL[item.lang.idx()].to_string());
+    }
+    let mut scored: Vec<(i64, f64, String)> = cands
+        .into_iter()
+        .map(|a| {
+            let v = judge_expect(item.skill, item.lang, &item.prompt, &item.expect, &a);
+            ((v.score * 1000.0).round() as i64, v.score, a)
+        })
+        .collect();
+    scored.shuffle(rng);
+    // Stable sort after a shuffle: a random representative of each score level.
+    scored.sort_by_key(|s| std::cmp::Reverse(s.0));
+    scored.dedup_by(|a, b| a.0 == b.0);
+    scored.into_iter().map(|(_, s, a)| (s, a)).collect()
+}
+
+/// Pairwise comparisons: the judge prefers one answer; `noise` of pairs are flipped.
+pub fn comparisons(seed: u64, n: usize, noise: f64) -> Vec<Comparison> {
+    let items = training_items(seed, 4, n);
+    let mut rng = stream(seed, 5);
+    let mut out = Vec::with_capacity(n);
+    for item in &items {
+        let levels = graded(item, &mut rng);
+        if levels.len() < 2 {
+            continue;
+        }
+        // Half the pairs pit the best answer against a mistake; the rest are any two levels.
+        let i = if rng.random_bool(0.5) {
+            0
+        } else {
+            rng.random_range(0..levels.len() - 1)
+        };
+        let j = rng.random_range(i + 1..levels.len());
+        let (mut chosen, mut rejected) = (levels[i].1.clone(), levels[j].1.clone());
+        if rng.random_bool(noise.clamp(0.0, 1.0)) {
+            std::mem::swap(&mut chosen, &mut rejected);
+        }
+        out.push(Comparison {
+            prompt: item.prompt.clone(),
+            chosen,
+            rejected,
+        });
+    }
+    out
+}
+
+/// Ranked lists of 4 to 9 answers, best first by the judge. With probability `noise` one
+/// adjacent pair is swapped, as a labeller might.
+pub fn rankings(seed: u64, n: usize, noise: f64) -> Vec<RankedComparison> {
+    let items = training_items(seed, 6, n);
+    let mut rng = stream(seed, 7);
+    let mut out = Vec::with_capacity(n);
+    for item in &items {
+        let levels = graded(item, &mut rng);
+        if levels.len() < 4 {
+            continue;
+        }
+        let k = rng.random_range(4..=9).min(levels.len());
+        let mut keep: Vec<usize> = (0..levels.len()).collect();
+        keep.shuffle(&mut rng);
+        keep.truncate(k);
+        keep.sort();
+        let mut ranked: Vec<String> = keep.iter().map(|&i| levels[i].1.clone()).collect();
+        if rng.random_bool(noise.clamp(0.0, 1.0)) {
+            let i = rng.random_range(0..ranked.len() - 1);
+            ranked.swap(i, i + 1);
+        }
+        out.push(RankedComparison {
+            prompt: item.prompt.clone(),
+            ranked,
+        });
+    }
+    out
+}
+
+/// Held-out evaluation items: `per_skill` distinct prompts per skill (fewer when the
+/// skill has fewer held-out prompts), languages alternating.
+pub fn heldout(seed: u64, per_skill: usize) -> Vec<EvalItem> {
+    let held = heldout_entities(seed);
+    let mut rng = stream(seed, 8);
+    let mut out = Vec::new();
+    for skill in Skill::ALL {
+        let mut seen: Vec<Vec<Message>> = Vec::new();
+        let mut tries = 0;
+        while seen.len() < per_skill && tries < per_skill * 30 {
+            tries += 1;
+            let lang = Lang::ALL[seen.len() % 2];
+            let mut ctx = Ctx {
+                rng: &mut rng,
+                seed,
+                heldout: true,
+                held: &held,
+            };
+            let item = build(skill, &mut ctx, lang);
+            if seen.contains(&item.prompt) {
+                continue;
+            }
+            seen.push(item.prompt.clone());
+            out.push(EvalItem {
+                id: format!("{}-{}-{:04}", skill.as_str(), lang.as_str(), seen.len() - 1),
+                skill,
+                lang,
+                messages: item.prompt,
+                entity: item.entity,
+                expect: item.expect,
+            });
+        }
+    }
+    out
+}
+
+/// `(question, answer)` pairs from training facts, for prompting a base model the GPT-3
+/// way before it has learned to chat.
+pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String)> {
+    let held = heldout_entities(seed);
+    let mut rng = stream(seed, 9);
+    let mut out: Vec<(String, String)> = Vec::with_capacity(k);
+    let mut tries = 0;
+    while out.len() < k && tries < k * 20 + 20 {
+        tries += 1;
+        let mut ctx = Ctx {
+            rng: &mut rng,
+            seed,
+            heldout: false,
+            held: &held,
+        };
+        let skill = *[Skill::Fact, Skill::Fact, Skill::Arithmetic]
+            .choose(ctx.rng)
+            .unwrap_or(&Skill::Fact);
+        let item = build(skill, &mut ctx, lang);
+        let q = item
+            .prompt
+            .last()
+            .map(|m| m.content.clone())
+            .unwrap_or_default();
+        if !out.iter().any(|(x, _)| *x == q) {
+            out.push((q, item.gold));
+        }
+    }
+    out
+}
