@@ -175,11 +175,13 @@ impl Problem {
             Op::Word => {
                 let s = a + b;
                 let name = NAMES[self.who % NAMES.len()][lang.idx()];
-                let tail = match (lang, heldout_wording) {
-                    (Lang::En, false) => format!("{name} has {result} apples now."),
-                    (Lang::En, true) => format!("{result} marbles are left."),
-                    (Lang::Zh, false) => format!("{name}现在有{result}个苹果。"),
-                    (Lang::Zh, true) => format!("还剩{result}颗弹珠。"),
+                let tail = match (lang, heldout_wording, result) {
+                    (Lang::En, false, 1) => format!("{name} has 1 apple now."),
+                    (Lang::En, false, _) => format!("{name} has {result} apples now."),
+                    (Lang::En, true, 1) => "1 marble is left.".to_string(),
+                    (Lang::En, true, _) => format!("{result} marbles are left."),
+                    (Lang::Zh, false, _) => format!("{name}现在有{result}个苹果。"),
+                    (Lang::Zh, true, _) => format!("还剩{result}颗弹珠。"),
                 };
                 return format!(
                     "{a} + {b} = {s}{comma}{s} - {} = {result}{stop}{tail}",

@@ -64,7 +64,7 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
     (
         Attr::Population,
         Lang::Zh,
-        &["{e}的人口{v}。", "{e}有{v}人口。", "{e}大约有{v}居民。"],
+        &["{e}的人口{v}。", "{e}有{v}人口。", "{e}有{v}居民。"],
     ),
     (
         Attr::Language,
