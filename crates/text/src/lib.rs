@@ -5,9 +5,11 @@
 pub mod conversation;
 pub mod corpus;
 pub mod error;
+pub mod prepare;
 pub mod shards;
 
 pub use conversation::{Comparison, Conversation, Message, RankedComparison, Role};
 pub use corpus::{for_each_document, CorpusOptions, Document, Source, Stats};
 pub use error::{Result, TextError};
+pub use prepare::{prepare, prepare_with_progress, EncodeFn, PrepareOptions, ProgressInfo};
 pub use shards::{Dtype, Manifest, ShardWriter, Split, TokenShards};
