@@ -1,1 +1,78 @@
-fn main() {}
+//! `ferrochat`: build a ChatGPT-style assistant end to end. One subcommand per stage,
+//! and `speedrun` for the whole pipeline.
+
+mod bench;
+mod data;
+mod generate;
+mod logits;
+mod pretrain;
+mod runtime;
+mod speedrun;
+mod tokenizer;
+mod world;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "ferrochat",
+    version,
+    about = "Train, align, compress and serve your own chat model, in Rust",
+    long_about = "Train, align, compress and serve your own chat model, in Rust.\n\n\
+        Start with `ferrochat speedrun`: it runs the whole pipeline on the built-in world \
+        and tells you where the model and the report are."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, samples
+    Speedrun(speedrun::Args),
+    /// Generate the built-in bilingual world (pretraining text, dialogues, comparisons, held-out prompts)
+    #[command(subcommand)]
+    World(world::Command),
+    /// Train or inspect a tokenizer
+    #[command(subcommand)]
+    Tokenizer(tokenizer::Command),
+    /// Turn text corpora into token shards
+    #[command(subcommand)]
+    Data(data::Command),
+    /// Pretrain a model on token shards (next-token prediction)
+    Pretrain(pretrain::Args),
+    /// Continue a prompt with a checkpoint
+    Generate(generate::Args),
+    /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
+    Logits(logits::Args),
+    /// Measure training and generation speed
+    #[command(subcommand)]
+    Bench(bench::Command),
+}
+
+fn main() {
+    runtime::tune();
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match cli.command {
+        Command::Speedrun(a) => speedrun::run(a),
+        Command::World(c) => world::run(c),
+        Command::Tokenizer(c) => tokenizer::run(c),
+        Command::Data(c) => data::run(c),
+        Command::Pretrain(a) => pretrain::run(a),
+        Command::Generate(a) => generate::run(a),
+        Command::Logits(a) => logits::run(a),
+        Command::Bench(c) => bench::run(c),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}

@@ -1,3 +1,34 @@
 //! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
 
+pub mod hooks;
 pub mod optim;
+pub mod pretrain;
+pub mod schedule;
+pub mod state;
+
+pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
+pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
+pub use schedule::{Schedule, ScheduleKind};
+
+/// Errors of a training run; each says what to fix.
+#[derive(Debug, thiserror::Error)]
+pub enum TrainError {
+    #[error("{0}")]
+    Data(String),
+    #[error("cannot resume: {0}")]
+    Resume(String),
+    #[error("{0}")]
+    Io(String),
+    #[error("{0}")]
+    Options(String),
+    #[error(transparent)]
+    Model(#[from] ferrochat_model::ModelError),
+    #[error(transparent)]
+    Candle(#[from] candle_core::Error),
+    #[error(transparent)]
+    Text(#[from] ferrochat_text::TextError),
+    #[error(transparent)]
+    Tokenizer(#[from] ferrochat_tokenizer::TokenizerError),
+}
+
+pub type Result<T> = std::result::Result<T, TrainError>;

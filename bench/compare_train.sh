@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# ferrochat's training step against PyTorch eager training Hugging Face's
+# LlamaForCausalLM built from the same config.json, back to back in one session.
+#   bench/compare_train.sh [--preset small] [--batch 8] [--seq 256] [--rounds 3]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PRESET=small BATCH=8 SEQ=256 ROUNDS=3 STEPS=10
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --preset) PRESET=$2; shift 2;; --batch) BATCH=$2; shift 2;; --seq) SEQ=$2; shift 2;;
+    --rounds) ROUNDS=$2; shift 2;; --steps) STEPS=$2; shift 2;;
+    *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
+source scripts/pyenv.sh
+ensure_pyenv torch transformers
+cargo build --release -q -p ferrochat-cli
+OUT=target/bench-train; mkdir -p "$OUT"
+ours=(); theirs=()
+for r in $(seq "$ROUNDS"); do
+  o=$(target/release/ferrochat bench train --preset "$PRESET" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --output "$OUT" | tail -1)
+  t=$("$PYENV/bin/python" bench/torch_train.py "$OUT" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tail -1)
+  ours+=("$(echo "$o" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
+  theirs+=("$(echo "$t" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
+  echo "round $r: ferrochat ${ours[-1]} tokens/s, pytorch ${theirs[-1]} tokens/s"
+done
+"$PYENV/bin/python" - "${ours[*]}" "${theirs[*]}" <<'PY'
+import statistics, sys
+o = [float(x) for x in sys.argv[1].split()]; t = [float(x) for x in sys.argv[2].split()]
+mo, mt = statistics.median(o), statistics.median(t)
+print(f"median: ferrochat {mo:.0f} tokens/s, PyTorch {mt:.0f} tokens/s, ratio {mo/mt:.2f}x")
+PY

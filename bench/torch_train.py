@@ -1,0 +1,63 @@
+"""PyTorch reference for `ferrochat bench train`.
+
+Builds Hugging Face's own LlamaForCausalLM from the config.json that
+`ferrochat bench train --output DIR` wrote, and times the same training step:
+batch x seq random tokens, forward, cross-entropy, backward, grad-norm clip,
+AdamW; f32 on the CPU with the same number of threads. Prints tokens/s
+(median of the timed steps) as the last line, as JSON.
+"""
+
+import argparse
+import json
+import os
+import statistics
+import time
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("dir", help="folder with the benchmarked model's config.json")
+    ap.add_argument("--batch", type=int, default=8)
+    ap.add_argument("--seq", type=int, default=256)
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=os.cpu_count())
+    args = ap.parse_args()
+
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    with open(os.path.join(args.dir, "config.json")) as f:
+        cfg = json.load(f)
+    config = LlamaConfig(**cfg)
+    config._attn_implementation = "sdpa"
+    model = LlamaForCausalLM(config).float().train()
+    params = sum(p.numel() for p in model.parameters())
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
+    times = []
+    for i in range(args.warmup + args.steps):
+        x = torch.randint(0, config.vocab_size, (args.batch, args.seq))
+        y = torch.randint(0, config.vocab_size, (args.batch, args.seq))
+        t = time.perf_counter()
+        logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        dt = time.perf_counter() - t
+        if i >= args.warmup:
+            times.append(dt)
+    step = statistics.median(times)
+    tps = args.batch * args.seq / step
+    print(f"PyTorch {torch.__version__} eager, {args.threads} threads: {tps:.0f} tokens/s "
+          f"(median step {step:.3f}s, {params/1e6:.2f}M parameters)")
+    print(json.dumps({"reference": "pytorch-eager-hf-llama", "torch": torch.__version__,
+                      "threads": args.threads, "params": params, "step_secs_median": step,
+                      "tokens_per_sec": tps}))
+
+
+if __name__ == "__main__":
+    main()

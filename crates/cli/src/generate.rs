@@ -1,0 +1,77 @@
+//! `ferrochat generate`: continue a prompt with a checkpoint.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Result;
+use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
+use ferrochat_model::{checkpoint, Llama};
+use ferrochat_tokenizer::Tokenizer;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Checkpoint folder
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 100)]
+    pub max_tokens: usize,
+    /// 0 for greedy
+    #[arg(long, default_value_t = 0.8)]
+    pub temperature: f32,
+    /// 0 for no limit
+    #[arg(long, default_value_t = 50)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print tokens/s to stderr at the end
+    #[arg(long)]
+    pub stats: bool,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let device = crate::runtime::device(&a.device)?;
+    let tok = Tokenizer::load(&a.model)?;
+    let (cfg, w) = checkpoint::load(&a.model, &device)?;
+    let model = Llama::new(&cfg, &w, &device)?;
+    let mut ids = vec![tok.special().bos];
+    ids.extend(tok.encode(&a.prompt)?);
+    let opts = GenerateOptions {
+        max_new_tokens: a.max_tokens,
+        sampling: SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
+        seed: a.seed,
+        stop: vec![tok.special().bos, tok.special().end],
+    };
+    let mut out = std::io::stdout().lock();
+    write!(out, "{}", a.prompt)?;
+    // decode incrementally so multi-byte characters split across tokens print whole
+    let mut produced: Vec<u32> = Vec::new();
+    let mut printed = 0usize;
+    let g = generate(&model, &ids, &opts, |t| {
+        produced.push(t);
+        if let Ok(text) = tok.decode(&produced, false) {
+            if !text.ends_with('\u{FFFD}') && text.len() > printed {
+                let _ = write!(out, "{}", &text[printed..]);
+                let _ = out.flush();
+                printed = text.len();
+            }
+        }
+        true
+    })?;
+    writeln!(out)?;
+    if a.stats {
+        eprintln!(
+            "prompt {} tokens in {:.3}s; {} new tokens at {:.1} tokens/s",
+            ids.len(),
+            g.prefill_secs,
+            g.tokens.len(),
+            g.decode_tokens_per_sec()
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,47 @@
+//! Process-wide settings that decide CPU speed, applied before any thread pool starts,
+//! and the `--device` choice.
+
+use anyhow::{bail, Result};
+use candle_core::Device;
+
+/// Sets the thread counts and the allocator policy the training step was measured with.
+///
+/// - `RAYON_NUM_THREADS` and `CANDLE_NUM_THREADS` default to the core count: set, they
+///   also spare gemm a re-read of the CPU description on every call.
+/// - glibc's malloc hands big buffers back to the OS on free and maps fresh ones on the
+///   next allocation; a training step allocates and frees the same big activations
+///   every time, so that churn (page faults, zeroing) costs a large share of a small
+///   step. Serving every size from the heap and never trimming it keeps them warm.
+pub fn tune() {
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
+        if std::env::var_os(var).is_none() {
+            std::env::set_var(var, n.to_string());
+        }
+    }
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_MAX, 0);
+        libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+        libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+    }
+}
+
+/// `--device cpu|cuda[:N]`.
+pub fn device(name: &str) -> Result<Device> {
+    match name {
+        "cpu" => Ok(Device::Cpu),
+        n if n == "cuda" || n.starts_with("cuda:") => {
+            let ordinal: usize = match n.strip_prefix("cuda:") {
+                Some(i) => i.parse().map_err(|_| anyhow::anyhow!("bad device `{n}`: use cuda or cuda:N"))?,
+                None => 0,
+            };
+            if !candle_core::utils::cuda_is_available() {
+                bail!("--device {n}: this ferrochat was built without CUDA (rebuild with `--features cuda`)");
+            }
+            Ok(Device::new_cuda(ordinal)?)
+        }
+        other => bail!("unknown device `{other}`: use cpu or cuda[:N]"),
+    }
+}

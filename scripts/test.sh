@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every Rust test, then the interoperability
+# checks against real outside clients (Hugging Face transformers), which install
+# themselves from PyPI into target/pyenv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=never
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== cargo test"
+cargo test --workspace -q
+echo "== interop: Hugging Face transformers"
+cargo build -q -p ferrochat-cli
+source scripts/pyenv.sh
+if ensure_pyenv torch transformers; then
+  "$PYENV/bin/python" tests/interop/hf_parity.py --ferrochat target/debug/ferrochat
+else
+  echo "!!! SKIPPED: could not install torch + transformers from PyPI; the Hugging Face parity check did not run !!!" >&2
+fi
+echo "all tests passed"

@@ -1,0 +1,89 @@
+"""A ferrochat checkpoint folder is a Hugging Face folder: `tokenizer.json` loads in
+`tokenizers`/`transformers` unchanged and gives our ids, and `LlamaForCausalLM`
+loaded from the folder gives our logits (max abs diff < 1e-4), for tied and untied
+embeddings and grouped-query attention.
+
+    python tests/interop/hf_parity.py --ferrochat target/debug/ferrochat
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+
+CORPUS = (
+    "The capital of France is Paris. Paris lies on the Seine.\n\n"
+    "法国的首都是巴黎。巴黎在塞纳河边。\n\n"
+    "Seven times eight is 56. Emoji: 🦀🚀.\n\n"
+) * 40
+
+PROMPTS = ["The capital of France is Paris.", "法国的首都是巴黎。", "7 x 8 = 56 🦀"]
+
+
+def run(cmd):
+    r = subprocess.run(cmd, capture_output=True, text=True)
+    if r.returncode != 0:
+        sys.exit(f"command failed: {' '.join(cmd)}\n{r.stdout}\n{r.stderr}")
+    return r.stdout
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--ferrochat", required=True)
+    args = ap.parse_args()
+    fc = os.path.abspath(args.ferrochat)
+
+    import torch
+    from tokenizers import Tokenizer
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    failures = []
+    with tempfile.TemporaryDirectory() as w:
+        corpus = os.path.join(w, "corpus.txt")
+        with open(corpus, "w") as f:
+            f.write(CORPUS)
+        tok = os.path.join(w, "tok")
+        data = os.path.join(w, "data")
+        run([fc, "tokenizer", "train", "--vocab-size", "300", "--output", tok, "--quiet", corpus])
+        run([fc, "data", "prepare", "--tokenizer", tok, "--output", data, "--quiet", "--val-fraction", "0.2", corpus])
+        for untied in (False, True):
+            model = os.path.join(w, "untied" if untied else "tied")
+            cmd = [fc, "pretrain", "--data", data, "--output", model, "--preset", "tiny", "--steps", "3",
+                   "--seq", "32", "--batch", "2", "--quiet", "--eval-batches", "1"]
+            run(cmd + (["--untied"] if untied else []))
+            hf_tok = Tokenizer.from_file(os.path.join(model, "tokenizer.json"))
+            auto_tok = AutoTokenizer.from_pretrained(model)
+            hf = LlamaForCausalLM.from_pretrained(model, torch_dtype=torch.float32).eval()
+            for prompt in PROMPTS:
+                out = os.path.join(w, "logits.json")
+                run([fc, "logits", "--model", model, "--prompt", prompt, "--output", out])
+                with open(out) as f:
+                    ours = json.load(f)
+                ids = ours["ids"]
+                if hf_tok.encode(prompt, add_special_tokens=False).ids != ids:
+                    failures.append(f"tokenizers ids differ for {prompt!r}")
+                if auto_tok(prompt, add_special_tokens=False)["input_ids"] != ids:
+                    failures.append(f"AutoTokenizer ids differ for {prompt!r}")
+                if hf_tok.decode(ids) != prompt:
+                    failures.append(f"decode differs for {prompt!r}")
+                with torch.no_grad():
+                    theirs = hf(torch.tensor([ids])).logits[0]
+                diff = (theirs - torch.tensor(ours["logits"])).abs().max().item()
+                tag = "untied" if untied else "tied"
+                print(f"{tag:6} {prompt!r}: {len(ids)} tokens, max |logit diff| = {diff:.2e}")
+                if not diff < 1e-4:
+                    failures.append(f"{tag} logits differ by {diff} for {prompt!r}")
+        msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+        rendered = auto_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+        want = "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|assistant|>"
+        if rendered != want:
+            failures.append(f"chat template renders {rendered!r}, expected {want!r}")
+    if failures:
+        sys.exit("FAILED:\n  " + "\n  ".join(failures))
+    print("hf parity: ok")
+
+
+if __name__ == "__main__":
+    main()
