@@ -207,8 +207,8 @@ fn progress_and_errors_reach_the_caller() -> TestResult {
         &record,
     )?;
     let seen = seen.into_inner().map_err(|e| e.to_string())?;
-    assert_eq!(seen.len(), 4);
-    let last = &seen[3];
+    assert!(seen.len() >= 4, "{} progress reports", seen.len());
+    let last = &seen[seen.len() - 1];
     assert_eq!(last.documents, 200);
     assert_eq!(last.input_bytes_read, last.input_bytes_total);
 

@@ -230,8 +230,9 @@ fn write_batches(
     let threads = rayon::current_num_threads().max(1);
     for mut batch in rx {
         if batch.docs.is_empty() {
-            sink.progress.input_bytes_read =
-                sink.progress.input_bytes_read.max(batch.input_bytes_read);
+            // The closing batch: only the byte count moves, to the end.
+            sink.progress.input_bytes_read = batch.input_bytes_read;
+            progress(&sink.progress);
             continue;
         }
         let texts: Vec<String> = batch
