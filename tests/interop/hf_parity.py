@@ -47,7 +47,7 @@ def main():
         tok = os.path.join(w, "tok")
         data = os.path.join(w, "data")
         run([fc, "tokenizer", "train", "--vocab-size", "300", "--output", tok, "--quiet", corpus])
-        run([fc, "data", "prepare", "--tokenizer", tok, "--output", data, "--quiet", "--val-fraction", "0.2", corpus])
+        run([fc, "data", "prepare", "--tokenizer", tok, "--output", data, "--quiet", "--val-fraction", "0.2", "--split-above", "256", corpus])
         for untied in (False, True):
             model = os.path.join(w, "untied" if untied else "tied")
             cmd = [fc, "pretrain", "--data", data, "--output", model, "--preset", "tiny", "--steps", "3",
