@@ -110,8 +110,10 @@ fn train(a: TrainArgs) -> Result<()> {
         .into_iter()
         .map(|(n, _)| Ok((n.clone(), Var::from_tensor(&init[&n])?)))
         .collect::<Result<_>>()?;
-    let map: HashMap<String, Tensor> =
-        params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    let map: HashMap<String, Tensor> = params
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
     let model = Llama::new(&cfg, &map, &device)?;
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
@@ -127,8 +129,12 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut times = Vec::new();
     let mut last_loss = 0.0;
     for i in 0..a.warmup + a.steps {
-        let x: Vec<u32> = (0..n).map(|_| rng.random_range(0..a.vocab as u32)).collect();
-        let y: Vec<u32> = (0..n).map(|_| rng.random_range(0..a.vocab as u32)).collect();
+        let x: Vec<u32> = (0..n)
+            .map(|_| rng.random_range(0..a.vocab as u32))
+            .collect();
+        let y: Vec<u32> = (0..n)
+            .map(|_| rng.random_range(0..a.vocab as u32))
+            .collect();
         let t = Instant::now();
         let x = Tensor::from_vec(x, (a.batch, a.seq), &device)?;
         let y = Tensor::from_vec(y, (a.batch, a.seq), &device)?;
@@ -166,7 +172,10 @@ fn train(a: TrainArgs) -> Result<()> {
     if let Some(dir) = a.output {
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&cfg)?)?;
-        std::fs::write(dir.join("bench_train.json"), serde_json::to_string_pretty(&result)?)?;
+        std::fs::write(
+            dir.join("bench_train.json"),
+            serde_json::to_string_pretty(&result)?,
+        )?;
     }
     Ok(())
 }
@@ -183,7 +192,9 @@ fn gen(a: GenerateArgs) -> Result<()> {
     };
     let model = Llama::new(&cfg, &w, &device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let prompt: Vec<u32> = (0..a.prompt_len).map(|_| rng.random_range(0..cfg.vocab_size as u32)).collect();
+    let prompt: Vec<u32> = (0..a.prompt_len)
+        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+        .collect();
     let opts = GenerateOptions {
         max_new_tokens: a.tokens,
         sampling: SamplingParams::greedy(),

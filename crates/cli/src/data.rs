@@ -3,7 +3,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use ferrochat_text::{prepare_with_progress, CorpusOptions, Manifest, PrepareOptions, ProgressInfo};
+use ferrochat_text::{
+    prepare_with_progress, CorpusOptions, Manifest, PrepareOptions, ProgressInfo,
+};
 use ferrochat_tokenizer::Tokenizer;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -74,7 +76,10 @@ pub fn prepare(a: &PrepareArgs, tok: &Tokenizer) -> Result<Manifest> {
     opts.seed = a.seed;
     opts.tokenizer = "tokenizer.json".into();
     let encode = |texts: &[String]| -> std::result::Result<Vec<Vec<u32>>, String> {
-        texts.iter().map(|t| tok.encode(t).map_err(|e| e.to_string())).collect()
+        texts
+            .iter()
+            .map(|t| tok.encode(t).map_err(|e| e.to_string()))
+            .collect()
     };
     let bar = (!a.quiet).then(|| {
         let b = ProgressBar::new(0);
@@ -102,8 +107,13 @@ pub fn prepare(a: &PrepareArgs, tok: &Tokenizer) -> Result<Manifest> {
 
 /// The tokenizer for shards: `--tokenizer` if given, else the copy beside the shards.
 pub fn tokenizer_for(data: &Path, explicit: Option<&Path>) -> Result<Tokenizer> {
-    let path = explicit.unwrap_or(data);
-    Tokenizer::load(path).with_context(|| {
-        format!("no tokenizer given and none beside the shards in {}", data.display())
-    })
+    match explicit {
+        Some(path) => Ok(Tokenizer::load(path)?),
+        None => Tokenizer::load(data).with_context(|| {
+            format!(
+                "no --tokenizer given and none beside the shards in {}",
+                data.display()
+            )
+        }),
+    }
 }

@@ -43,7 +43,11 @@ pub fn run(a: Args) -> Result<()> {
     ids.extend(tok.encode(&a.prompt)?);
     let opts = GenerateOptions {
         max_new_tokens: a.max_tokens,
-        sampling: SamplingParams { temperature: a.temperature, top_k: a.top_k, top_p: a.top_p },
+        sampling: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+        },
         seed: a.seed,
         stop: vec![tok.special().bos, tok.special().end],
     };

@@ -33,7 +33,8 @@ pub fn run(a: Args) -> Result<()> {
     let logits: Vec<Vec<f32>> = model.forward(&x)?.to_vec2()?;
     let json = serde_json::json!({ "ids": ids, "logits": logits });
     match a.output {
-        Some(p) => std::fs::write(&p, json.to_string()).with_context(|| format!("writing {}", p.display()))?,
+        Some(p) => std::fs::write(&p, json.to_string())
+            .with_context(|| format!("writing {}", p.display()))?,
         None => println!("{json}"),
     }
     Ok(())

@@ -121,7 +121,15 @@ pub fn train(a: &Args) -> Result<PretrainSummary> {
     let prompt = a.sample_prompt.clone();
     let mut hooks = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
         .with_sampler(|m: &Llama, step| sample(m, &tok, &prompt, step).ok());
-    let s = ferrochat_train::pretrain(&a.options(), &a.data, &tok, &a.output, a.resume, &device, &mut hooks)?;
+    let s = ferrochat_train::pretrain(
+        &a.options(),
+        &a.data,
+        &tok,
+        &a.output,
+        a.resume,
+        &device,
+        &mut hooks,
+    )?;
     Ok(s)
 }
 
@@ -131,7 +139,11 @@ pub fn sample(m: &Llama, tok: &Tokenizer, prompt: &str, seed: u64) -> Result<Str
     ids.extend(tok.encode(prompt)?);
     let opts = GenerateOptions {
         max_new_tokens: 32,
-        sampling: SamplingParams { temperature: 0.7, top_k: 40, top_p: 0.95 },
+        sampling: SamplingParams {
+            temperature: 0.7,
+            top_k: 40,
+            top_p: 0.95,
+        },
         seed,
         stop: vec![tok.special().bos, tok.special().end],
     };

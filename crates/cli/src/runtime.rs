@@ -13,7 +13,9 @@ use candle_core::Device;
 ///   every time, so that churn (page faults, zeroing) costs a large share of a small
 ///   step. Serving every size from the heap and never trimming it keeps them warm.
 pub fn tune() {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
         if std::env::var_os(var).is_none() {
             std::env::set_var(var, n.to_string());
@@ -34,7 +36,9 @@ pub fn device(name: &str) -> Result<Device> {
         "cpu" => Ok(Device::Cpu),
         n if n == "cuda" || n.starts_with("cuda:") => {
             let ordinal: usize = match n.strip_prefix("cuda:") {
-                Some(i) => i.parse().map_err(|_| anyhow::anyhow!("bad device `{n}`: use cuda or cuda:N"))?,
+                Some(i) => i
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("bad device `{n}`: use cuda or cuda:N"))?,
                 None => 0,
             };
             if !candle_core::utils::cuda_is_available() {

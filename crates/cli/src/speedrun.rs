@@ -38,7 +38,10 @@ struct Plan {
 
 fn plan(a: &Args) -> Plan {
     let out = &a.output;
-    let mut world = WorldConfig { seed: a.seed, ..Default::default() };
+    let mut world = WorldConfig {
+        seed: a.seed,
+        ..Default::default()
+    };
     let mut pretrain = crate::pretrain::Args {
         data: out.join("data"),
         tokenizer: None,
@@ -81,7 +84,11 @@ fn plan(a: &Args) -> Plan {
         pretrain.sample_every = 0;
         pretrain.checkpoint_every = 60;
     }
-    Plan { world, vocab, pretrain }
+    Plan {
+        world,
+        vocab,
+        pretrain,
+    }
 }
 
 fn stage(quiet: bool, name: &str) {
@@ -171,7 +178,11 @@ pub fn run(a: Args) -> Result<()> {
     ferrochat_tokenizer::write_atomic(&path, md.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     println!("speedrun finished in {:.0}s", report.total_secs);
-    println!("model:  {}   (try: ferrochat generate --model {} --prompt \"The capital of France is\")", base.display(), base.display());
+    println!(
+        "model:  {}   (try: ferrochat generate --model {} --prompt \"The capital of France is\")",
+        base.display(),
+        base.display()
+    );
     println!("report: {}", path.display());
     Ok(())
 }
@@ -179,11 +190,19 @@ pub fn run(a: Args) -> Result<()> {
 fn tokenizer_stats(tok: &Tokenizer) -> Result<(usize, f64, f64)> {
     let en = "The capital of France is Paris. Water boils at one hundred degrees.";
     let zh = "法国的首都是巴黎。水在一百度时沸腾。";
-    Ok((tok.vocab_size(), tok.bytes_per_token(en)?, tok.bytes_per_token(zh)?))
+    Ok((
+        tok.vocab_size(),
+        tok.bytes_per_token(en)?,
+        tok.bytes_per_token(zh)?,
+    ))
 }
 
-const SAMPLE_PROMPTS: [&str; 4] =
-    ["The capital of France is", "Water is made of", "法国的首都是", "三加四等于"];
+const SAMPLE_PROMPTS: [&str; 4] = [
+    "The capital of France is",
+    "Water is made of",
+    "法国的首都是",
+    "三加四等于",
+];
 
 fn samples(base: &Path, tok: &Tokenizer) -> Result<Vec<(String, String)>> {
     let (cfg, w) = checkpoint::load(base, &candle_core::Device::Cpu)?;

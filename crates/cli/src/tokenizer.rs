@@ -49,7 +49,13 @@ pub struct EncodeArgs {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Train(a) => {
-            let tok = train(&a.inputs, a.vocab_size, a.max_bytes, &a.json_field, &a.parquet_column)?;
+            let tok = train(
+                &a.inputs,
+                a.vocab_size,
+                a.max_bytes,
+                &a.json_field,
+                &a.parquet_column,
+            )?;
             tok.save(&a.output)?;
             if !a.quiet {
                 println!(
@@ -63,9 +69,16 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Encode(a) => {
             let tok = Tokenizer::load(&a.model)?;
             let ids = tok.encode(&a.text)?;
-            let pieces: Vec<String> =
-                ids.iter().map(|&i| tok.decode(&[i], true).unwrap_or_default()).collect();
-            println!("{} bytes -> {} tokens ({:.2} bytes/token)", a.text.len(), ids.len(), a.text.len() as f64 / ids.len().max(1) as f64);
+            let pieces: Vec<String> = ids
+                .iter()
+                .map(|&i| tok.decode(&[i], true).unwrap_or_default())
+                .collect();
+            println!(
+                "{} bytes -> {} tokens ({:.2} bytes/token)",
+                a.text.len(),
+                ids.len(),
+                a.text.len() as f64 / ids.len().max(1) as f64
+            );
             println!("ids:    {ids:?}");
             println!("pieces: {pieces:?}");
             Ok(())
@@ -103,6 +116,9 @@ pub fn train(
         Err(e) => return Err(e.into()),
     }
     anyhow::ensure!(!texts.is_empty(), "no text found in {:?}", inputs);
-    let opts = TrainOptions { vocab_size, ..Default::default() };
+    let opts = TrainOptions {
+        vocab_size,
+        ..Default::default()
+    };
     Tokenizer::train(texts.into_iter(), &opts).context("training the tokenizer")
 }

@@ -36,7 +36,10 @@ pub struct GenerateArgs {
 pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Generate(a) => {
-            let mut cfg = WorldConfig { seed: a.seed, ..Default::default() };
+            let mut cfg = WorldConfig {
+                seed: a.seed,
+                ..Default::default()
+            };
             if let Some(mb) = a.pretrain_mb {
                 cfg.pretrain_bytes = (mb * 1e6) as usize;
             }

@@ -43,7 +43,9 @@ pub fn generate(
 ) -> Result<Generation> {
     let mut out = Generation::default();
     if prompt.is_empty() {
-        return Err(ferrochat_model::ModelError::Config("empty prompt: nothing to continue".into()));
+        return Err(ferrochat_model::ModelError::Config(
+            "empty prompt: nothing to continue".into(),
+        ));
     }
     let ctx = model.config().max_position_embeddings;
     let budget = opts.max_new_tokens.min(ctx.saturating_sub(prompt.len()));
@@ -55,7 +57,10 @@ pub fn generate(
     let dev: &Device = model.device();
     let t0 = Instant::now();
     let ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
-    let mut logits: Vec<f32> = model.forward_cached(&ids, &mut cache)?.squeeze(0)?.to_vec1()?;
+    let mut logits: Vec<f32> = model
+        .forward_cached(&ids, &mut cache)?
+        .squeeze(0)?
+        .to_vec1()?;
     out.prefill_secs = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     loop {
@@ -70,7 +75,10 @@ pub fn generate(
             break;
         }
         let ids = Tensor::new(&[next], dev)?.unsqueeze(0)?;
-        logits = model.forward_cached(&ids, &mut cache)?.squeeze(0)?.to_vec1()?;
+        logits = model
+            .forward_cached(&ids, &mut cache)?
+            .squeeze(0)?
+            .to_vec1()?;
     }
     out.decode_secs = t1.elapsed().as_secs_f64();
     Ok(out)
@@ -96,7 +104,10 @@ mod tests {
         assert_eq!(g.tokens.len(), 10);
         let mut seq = vec![1u32, 2, 3];
         for &t in &g.tokens {
-            let ids = Tensor::new(seq.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+            let ids = Tensor::new(seq.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
             let logits: Vec<Vec<f32>> = m.forward(&ids).unwrap().to_vec2().unwrap();
             assert_eq!(crate::sampler::argmax(logits.last().unwrap()), t);
             seq.push(t);
@@ -117,7 +128,10 @@ mod tests {
         let g = generate(&m, &[1, 2, 3], &opts, |_| true).unwrap();
         assert_eq!(g.tokens.len(), 5, "context of 8 leaves 5 new tokens");
         let first = g.tokens[0];
-        let opts = GenerateOptions { stop: vec![first], ..opts };
+        let opts = GenerateOptions {
+            stop: vec![first],
+            ..opts
+        };
         let g = generate(&m, &[1, 2, 3], &opts, |_| true).unwrap();
         assert!(g.stopped);
         assert_eq!(g.tokens, vec![first]);

@@ -17,13 +17,21 @@ pub struct SamplingParams {
 
 impl Default for SamplingParams {
     fn default() -> Self {
-        Self { temperature: 0.8, top_k: 50, top_p: 0.95 }
+        Self {
+            temperature: 0.8,
+            top_k: 50,
+            top_p: 0.95,
+        }
     }
 }
 
 impl SamplingParams {
     pub fn greedy() -> Self {
-        Self { temperature: 0.0, top_k: 0, top_p: 1.0 }
+        Self {
+            temperature: 0.0,
+            top_k: 0,
+            top_p: 1.0,
+        }
     }
 }
 
@@ -35,7 +43,11 @@ pub struct Sampler {
 
 impl Sampler {
     pub fn new(params: SamplingParams, seed: u64) -> Self {
-        Self { params, rng: ChaCha8Rng::seed_from_u64(seed), scratch: Vec::new() }
+        Self {
+            params,
+            rng: ChaCha8Rng::seed_from_u64(seed),
+            scratch: Vec::new(),
+        }
     }
 
     /// Picks a token id from one row of logits.
@@ -106,8 +118,22 @@ mod tests {
     #[test]
     fn top_k_one_and_top_p_small_are_greedy() {
         let logits = [0.0, 1.0, 5.0, 2.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 1.0, top_k: 1, top_p: 1.0 }, 1);
-        let mut t = Sampler::new(SamplingParams { temperature: 1.0, top_k: 0, top_p: 0.01 }, 1);
+        let mut s = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 1,
+                top_p: 1.0,
+            },
+            1,
+        );
+        let mut t = Sampler::new(
+            SamplingParams {
+                temperature: 1.0,
+                top_k: 0,
+                top_p: 0.01,
+            },
+            1,
+        );
         for _ in 0..20 {
             assert_eq!(s.sample(&logits), 2);
             assert_eq!(t.sample(&logits), 2);
@@ -117,20 +143,37 @@ mod tests {
     #[test]
     fn sampling_follows_the_distribution_and_is_seeded() {
         let logits = [0.0f32, (3.0f32).ln()]; // p = 0.25, 0.75
-        let p = SamplingParams { temperature: 1.0, top_k: 0, top_p: 1.0 };
+        let p = SamplingParams {
+            temperature: 1.0,
+            top_k: 0,
+            top_p: 1.0,
+        };
         let mut s = Sampler::new(p, 7);
         let n = 20_000;
         let ones = (0..n).filter(|_| s.sample(&logits) == 1).count() as f64 / n as f64;
         assert!((ones - 0.75).abs() < 0.02, "{ones}");
-        let a: Vec<u32> = { let mut s = Sampler::new(p, 9); (0..50).map(|_| s.sample(&logits)).collect() };
-        let b: Vec<u32> = { let mut s = Sampler::new(p, 9); (0..50).map(|_| s.sample(&logits)).collect() };
+        let a: Vec<u32> = {
+            let mut s = Sampler::new(p, 9);
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
+        let b: Vec<u32> = {
+            let mut s = Sampler::new(p, 9);
+            (0..50).map(|_| s.sample(&logits)).collect()
+        };
         assert_eq!(a, b);
     }
 
     #[test]
     fn top_k_never_picks_outside_the_k_best() {
         let logits = [5.0, 4.9, 0.0, 4.8, -1.0];
-        let mut s = Sampler::new(SamplingParams { temperature: 2.0, top_k: 3, top_p: 1.0 }, 3);
+        let mut s = Sampler::new(
+            SamplingParams {
+                temperature: 2.0,
+                top_k: 3,
+                top_p: 1.0,
+            },
+            3,
+        );
         for _ in 0..500 {
             assert!([0, 1, 3].contains(&s.sample(&logits)));
         }

@@ -13,7 +13,9 @@ pub struct KvCache {
 impl KvCache {
     pub fn new(layers: usize, max_len: usize) -> Self {
         // dim 1 of (B, T, Hkv, D) is time
-        let layers = (0..layers).map(|_| candle_nn::kv_cache::KvCache::new(1, max_len)).collect();
+        let layers = (0..layers)
+            .map(|_| candle_nn::kv_cache::KvCache::new(1, max_len))
+            .collect();
         Self { layers, len: 0 }
     }
 

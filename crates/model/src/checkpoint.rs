@@ -32,7 +32,10 @@ fn io_err(path: &Path, e: impl std::fmt::Display) -> ModelError {
 }
 
 fn sibling(dir: &Path, suffix: &str) -> PathBuf {
-    let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     dir.with_file_name(format!("{name}{suffix}"))
 }
 
@@ -103,10 +106,17 @@ pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()
 /// tensors keep their type.
 pub fn load_tensors(path: &Path, device: &Device) -> Result<HashMap<String, Tensor>> {
     if !path.exists() {
-        return Err(ModelError::Io(format!("{}: file not found", path.display())));
+        return Err(ModelError::Io(format!(
+            "{}: file not found",
+            path.display()
+        )));
     }
-    let raw = candle_core::safetensors::load(path, &Device::Cpu)
-        .map_err(|e| ModelError::Weights(format!("{} is not a readable safetensors file: {e}", path.display())))?;
+    let raw = candle_core::safetensors::load(path, &Device::Cpu).map_err(|e| {
+        ModelError::Weights(format!(
+            "{} is not a readable safetensors file: {e}",
+            path.display()
+        ))
+    })?;
     raw.into_iter()
         .map(|(k, t)| {
             let t = match t.dtype() {
@@ -135,7 +145,10 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
             dir.display()
         )))
     } else {
-        Err(ModelError::Io(format!("checkpoint folder {} does not exist", dir.display())))
+        Err(ModelError::Io(format!(
+            "checkpoint folder {} does not exist",
+            dir.display()
+        )))
     }
 }
 

@@ -82,7 +82,8 @@ impl Config {
     }
 
     pub fn head_size(&self) -> usize {
-        self.head_dim.unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
     /// A preset for a vocabulary and context length.
@@ -95,7 +96,10 @@ impl Config {
         let (layers, width, heads, kv_heads, mlp) = match name {
             "tiny" => (2, 64, 4, 2, 192),
             "small" => depth(6),
-            other => match other.strip_prefix('d').and_then(|n| n.parse::<usize>().ok()) {
+            other => match other
+                .strip_prefix('d')
+                .and_then(|n| n.parse::<usize>().ok())
+            {
                 Some(n) if (1..=64).contains(&n) => depth(n),
                 _ => {
                     return Err(ModelError::Config(format!(
@@ -136,10 +140,16 @@ impl Config {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
         if self.model_type != "llama" {
-            return bad(format!("model_type `{}` is not supported (only llama)", self.model_type));
+            return bad(format!(
+                "model_type `{}` is not supported (only llama)",
+                self.model_type
+            ));
         }
         if self.hidden_act != "silu" {
-            return bad(format!("hidden_act `{}` is not supported (only silu)", self.hidden_act));
+            return bad(format!(
+                "hidden_act `{}` is not supported (only silu)",
+                self.hidden_act
+            ));
         }
         if self.attention_bias || self.mlp_bias {
             return bad("biases in attention or MLP are not supported".into());
@@ -154,7 +164,10 @@ impl Config {
             ));
         }
         if self.head_size() % 2 != 0 {
-            return bad(format!("head_dim {} must be even for rotary positions", self.head_size()));
+            return bad(format!(
+                "head_dim {} must be even for rotary positions",
+                self.head_size()
+            ));
         }
         Ok(())
     }
@@ -195,7 +208,10 @@ mod tests {
     #[test]
     fn small_is_about_14m_parameters() {
         let c = Config::preset("small", 8192, 256).unwrap();
-        assert_eq!((c.hidden_size, c.intermediate_size, c.num_attention_heads), (384, 1024, 6));
+        assert_eq!(
+            (c.hidden_size, c.intermediate_size, c.num_attention_heads),
+            (384, 1024, 6)
+        );
         let p = c.num_params();
         assert!((13_000_000..15_000_000).contains(&p), "{p}");
     }

@@ -147,7 +147,10 @@ impl Llama {
     pub fn forward_cached(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let h = self.hidden(ids, Some(cache))?; // (B * T, C)
-        let last = h.reshape((b, t, self.cfg.hidden_size))?.narrow(1, t - 1, 1)?.squeeze(1)?;
+        let last = h
+            .reshape((b, t, self.cfg.hidden_size))?
+            .narrow(1, t - 1, 1)?
+            .squeeze(1)?;
         self.logits(&last.contiguous()?)
     }
 
@@ -162,8 +165,9 @@ impl Llama {
 fn rope_tables(cfg: &Config, device: &Device) -> Result<(Tensor, Tensor)> {
     let d = cfg.head_size();
     let n = cfg.max_position_embeddings;
-    let inv: Vec<f64> =
-        (0..d / 2).map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64)).collect();
+    let inv: Vec<f64> = (0..d / 2)
+        .map(|i| 1.0 / cfg.rope_theta.powf((2 * i) as f64 / d as f64))
+        .collect();
     let mut cos = Vec::with_capacity(n * d / 2);
     let mut sin = Vec::with_capacity(n * d / 2);
     for p in 0..n {

@@ -12,7 +12,10 @@ use crate::{Config, ModelError, Result};
 pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
     let (c, f, d) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_size());
     let (h, kv) = (cfg.num_attention_heads, cfg.kv_heads());
-    let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, c])];
+    let mut out = vec![(
+        "model.embed_tokens.weight".to_string(),
+        vec![cfg.vocab_size, c],
+    )];
     for i in 0..cfg.num_hidden_layers {
         let p = format!("model.layers.{i}");
         out.push((format!("{p}.input_layernorm.weight"), vec![c]));
@@ -46,7 +49,11 @@ pub fn init_weights(cfg: &Config, seed: u64, device: &Device) -> Result<HashMap<
         let data: Vec<f32> = if name.ends_with("norm.weight") {
             vec![1.0; n]
         } else {
-            let s = if name.contains("o_proj") || name.contains("down_proj") { resid_std } else { std };
+            let s = if name.contains("o_proj") || name.contains("down_proj") {
+                resid_std
+            } else {
+                std
+            };
             (0..n).map(|_| (normal(&mut rng) * s) as f32).collect()
         };
         out.insert(name, Tensor::from_vec(data, shape, device)?);
@@ -68,7 +75,9 @@ pub fn check_weights(cfg: &Config, weights: &HashMap<String, Tensor>, source: &s
     let mut problems = Vec::new();
     for (name, shape) in &expected {
         match weights.get(name) {
-            None => problems.push(format!("missing tensor `{name}` (expected shape {shape:?})")),
+            None => problems.push(format!(
+                "missing tensor `{name}` (expected shape {shape:?})"
+            )),
             Some(t) if t.dims() != shape.as_slice() => problems.push(format!(
                 "tensor `{name}` has shape {:?}, the config needs {shape:?}",
                 t.dims()

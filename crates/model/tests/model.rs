@@ -16,7 +16,16 @@ fn model(cfg: &Config, seed: u64) -> (Llama, HashMap<String, Tensor>) {
 }
 
 fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar().unwrap()
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar()
+        .unwrap()
 }
 
 #[test]
@@ -24,14 +33,27 @@ fn kv_cache_logits_equal_full_recompute() {
     let cfg = tiny();
     let (m, _) = model(&cfg, 1);
     let ids: Vec<u32> = (0..12).map(|i| (i * 7 + 3) % 97).collect();
-    let full = m.forward(&Tensor::new(ids.as_slice(), &Device::Cpu).unwrap().unsqueeze(0).unwrap()).unwrap();
+    let full = m
+        .forward(
+            &Tensor::new(ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap(),
+        )
+        .unwrap();
     let mut cache = m.new_cache();
     // a 5-token prompt, then one token at a time
-    let prompt = Tensor::new(&ids[..5], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+    let prompt = Tensor::new(&ids[..5], &Device::Cpu)
+        .unwrap()
+        .unsqueeze(0)
+        .unwrap();
     let first = m.forward_cached(&prompt, &mut cache).unwrap();
     assert!(max_diff(&first.squeeze(0).unwrap(), &full.get(4).unwrap()) < 1e-5);
     for (i, &id) in ids.iter().enumerate().skip(5) {
-        let step = Tensor::new(&[id], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
+        let step = Tensor::new(&[id], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
         let logits = m.forward_cached(&step, &mut cache).unwrap();
         let d = max_diff(&logits.squeeze(0).unwrap(), &full.get(i).unwrap());
         assert!(d < 1e-4, "position {i}: {d}");
@@ -56,13 +78,20 @@ fn checkpoint_round_trip_gives_identical_logits() {
     let (m, w) = model(&cfg, 2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("base");
-    let meta = checkpoint::Meta { stage: "pretrain".into(), step: 7, ..Default::default() };
+    let meta = checkpoint::Meta {
+        stage: "pretrain".into(),
+        step: 7,
+        ..Default::default()
+    };
     checkpoint::save(&path, &cfg, &w, &meta, |_| Ok(())).unwrap();
     let (cfg2, w2) = checkpoint::load(&path, &Device::Cpu).unwrap();
     assert_eq!(cfg2, cfg);
     let m2 = Llama::new(&cfg2, &w2, &Device::Cpu).unwrap();
     let ids = Tensor::new(&[[1u32, 2, 3, 4]], &Device::Cpu).unwrap();
-    assert_eq!(max_diff(&m.forward(&ids).unwrap(), &m2.forward(&ids).unwrap()), 0.0);
+    assert_eq!(
+        max_diff(&m.forward(&ids).unwrap(), &m2.forward(&ids).unwrap()),
+        0.0
+    );
     assert_eq!(checkpoint::load_meta(&path).unwrap().step, 7);
     // config.json reads as a Hugging Face Llama config
     let json: serde_json::Value =
@@ -83,8 +112,14 @@ fn wrong_shape_and_missing_tensor_are_named() {
     );
     w.remove("model.norm.weight");
     checkpoint::save(&path, &cfg, &w, &Default::default(), |_| Ok(())).unwrap();
-    let err = checkpoint::load(&path, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("[3, 3]"), "{err}");
+    let err = checkpoint::load(&path, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.layers.1.mlp.up_proj.weight") && err.contains("[3, 3]"),
+        "{err}"
+    );
     assert!(err.contains("missing tensor `model.norm.weight`"), "{err}");
 }
 
@@ -98,9 +133,18 @@ fn corrupt_weights_and_missing_folder_are_clear_errors() {
     let st = path.join("model.safetensors");
     let bytes = std::fs::read(&st).unwrap();
     std::fs::write(&st, &bytes[..bytes.len() / 2]).unwrap();
-    let err = checkpoint::load(&path, &Device::Cpu).err().unwrap().to_string();
-    assert!(err.contains("model.safetensors") && err.contains("not a readable"), "{err}");
-    let err = checkpoint::load(&dir.path().join("nope"), &Device::Cpu).err().unwrap().to_string();
+    let err = checkpoint::load(&path, &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("model.safetensors") && err.contains("not a readable"),
+        "{err}"
+    );
+    let err = checkpoint::load(&dir.path().join("nope"), &Device::Cpu)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("does not exist"), "{err}");
 }
 
@@ -110,7 +154,10 @@ fn a_swap_cut_between_renames_recovers_the_previous_checkpoint() {
     let (_, w) = model(&cfg, 2);
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("ck");
-    let meta = checkpoint::Meta { step: 1, ..Default::default() };
+    let meta = checkpoint::Meta {
+        step: 1,
+        ..Default::default()
+    };
     checkpoint::save(&path, &cfg, &w, &meta, |_| Ok(())).unwrap();
     // simulate a kill after `dir -> dir.old` and before `staging -> dir`
     std::fs::rename(&path, dir.path().join("ck.old")).unwrap();
@@ -119,7 +166,10 @@ fn a_swap_cut_between_renames_recovers_the_previous_checkpoint() {
     assert_eq!(w2.len(), w.len());
     assert_eq!(checkpoint::load_meta(&path).unwrap().step, 1);
     // and a kill while staging leaves the old folder untouched and loadable
-    let meta = checkpoint::Meta { step: 2, ..Default::default() };
+    let meta = checkpoint::Meta {
+        step: 2,
+        ..Default::default()
+    };
     let r = checkpoint::save(&path, &cfg, &w, &meta, |_| {
         Err(ferrochat_model::ModelError::Io("killed".into()))
     });

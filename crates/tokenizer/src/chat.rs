@@ -47,7 +47,10 @@ impl Tokenizer {
 
     /// Renders a whole conversation for training; only assistant turns are targets.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<ChatEncoding> {
-        let mut out = ChatEncoding { ids: vec![self.special().bos], mask: vec![false] };
+        let mut out = ChatEncoding {
+            ids: vec![self.special().bos],
+            mask: vec![false],
+        };
         for m in messages {
             let train = m.role == Role::Assistant;
             out.ids.push(self.role_token(m.role));

@@ -43,15 +43,21 @@ pub struct Tokenizer {
 impl Tokenizer {
     /// Loads `tokenizer.json` from a file or from a checkpoint/tokenizer folder.
     pub fn load(path: &Path) -> Result<Self> {
-        let file = if path.is_dir() { path.join("tokenizer.json") } else { path.to_path_buf() };
+        let file = if path.is_dir() {
+            path.join("tokenizer.json")
+        } else {
+            path.to_path_buf()
+        };
         if !file.exists() {
             return Err(TokenizerError::Missing {
                 path: file,
                 reason: "file not found (train one with `ferrochat tokenizer train`)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&file)
-            .map_err(|e| TokenizerError::Load { path: file.clone(), reason: e.to_string() })?;
+        let inner = tokenizers::Tokenizer::from_file(&file).map_err(|e| TokenizerError::Load {
+            path: file.clone(),
+            reason: e.to_string(),
+        })?;
         let special = SpecialTokens::resolve(&inner, &file)?;
         Ok(Self { inner, special })
     }
@@ -64,10 +70,17 @@ impl Tokenizer {
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` (with the chat template) into `dir`.
     pub fn save(&self, dir: &Path) -> Result<()> {
-        let err = |reason: String| TokenizerError::Save { path: dir.to_path_buf(), reason };
+        let err = |reason: String| TokenizerError::Save {
+            path: dir.to_path_buf(),
+            reason,
+        };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
-        let json = self.inner.to_string(false).map_err(|e| err(e.to_string()))?;
-        write_atomic(&dir.join("tokenizer.json"), json.as_bytes()).map_err(|e| err(e.to_string()))?;
+        let json = self
+            .inner
+            .to_string(false)
+            .map_err(|e| err(e.to_string()))?;
+        write_atomic(&dir.join("tokenizer.json"), json.as_bytes())
+            .map_err(|e| err(e.to_string()))?;
         let config = chat::tokenizer_config();
         let config = serde_json::to_string_pretty(&config).map_err(|e| err(e.to_string()))?;
         write_atomic(&dir.join("tokenizer_config.json"), config.as_bytes())
@@ -108,7 +121,9 @@ impl Tokenizer {
 
     /// Decodes ids to text; special tokens are kept when `keep_special`.
     pub fn decode(&self, ids: &[u32], keep_special: bool) -> Result<String> {
-        self.inner.decode(ids, !keep_special).map_err(|e| TokenizerError::Decode(e.to_string()))
+        self.inner
+            .decode(ids, !keep_special)
+            .map_err(|e| TokenizerError::Decode(e.to_string()))
     }
 
     /// Bytes of UTF-8 text per token on `text` (higher is better compression).
@@ -122,7 +137,10 @@ impl Tokenizer {
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp"));
     {
         let mut f = std::fs::File::create(&tmp)?;

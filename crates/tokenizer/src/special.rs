@@ -29,10 +29,11 @@ pub struct SpecialTokens {
 impl SpecialTokens {
     pub(crate) fn resolve(tok: &tokenizers::Tokenizer, path: &Path) -> Result<Self> {
         let id = |t: &str| {
-            tok.token_to_id(t).ok_or_else(|| TokenizerError::MissingSpecial {
-                path: path.to_path_buf(),
-                token: t.to_string(),
-            })
+            tok.token_to_id(t)
+                .ok_or_else(|| TokenizerError::MissingSpecial {
+                    path: path.to_path_buf(),
+                    token: t.to_string(),
+                })
         };
         Ok(Self {
             bos: id(BOS)?,
@@ -45,6 +46,14 @@ impl SpecialTokens {
     }
 
     pub fn is_special(&self, id: u32) -> bool {
-        [self.bos, self.user, self.assistant, self.system, self.end, self.pad].contains(&id)
+        [
+            self.bos,
+            self.user,
+            self.assistant,
+            self.system,
+            self.end,
+            self.pad,
+        ]
+        .contains(&id)
     }
 }

@@ -29,7 +29,11 @@ pub struct TrainOptions {
 
 impl Default for TrainOptions {
     fn default() -> Self {
-        Self { vocab_size: 4096, min_frequency: 2, show_progress: false }
+        Self {
+            vocab_size: 4096,
+            min_frequency: 2,
+            show_progress: false,
+        }
     }
 }
 
@@ -62,8 +66,10 @@ impl Tokenizer {
                 SPECIAL_TOKENS.len()
             )));
         }
-        let specials: Vec<AddedToken> =
-            SPECIAL_TOKENS.iter().map(|t| AddedToken::from(t.to_string(), true)).collect();
+        let specials: Vec<AddedToken> = SPECIAL_TOKENS
+            .iter()
+            .map(|t| AddedToken::from(t.to_string(), true))
+            .collect();
         let trainer = BpeTrainerBuilder::new()
             .vocab_size(opts.vocab_size)
             .min_frequency(opts.min_frequency)
@@ -75,7 +81,8 @@ impl Tokenizer {
         let mut tok = tokenizers::Tokenizer::new(BPE::default());
         tok.with_pre_tokenizer(Some(pre_tokenizer()?));
         tok.with_decoder(Some(ByteLevelDecoder::default()));
-        tok.train(&mut trainer, texts).map_err(|e| TokenizerError::Train(e.to_string()))?;
+        tok.train(&mut trainer, texts)
+            .map_err(|e| TokenizerError::Train(e.to_string()))?;
         Tokenizer::from_inner(tok)
     }
 }

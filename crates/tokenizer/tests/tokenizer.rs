@@ -7,11 +7,22 @@ fn corpus() -> Vec<String> {
     let en = "The capital of France is Paris. Paris is a large city on the Seine. \
               Seven times eight is 56. The quick brown fox jumps over the lazy dog. ";
     let zh = "法国的首都是巴黎。巴黎是塞纳河边的一座大城市。七乘以八等于五十六。床前明月光，疑是地上霜。";
-    (0..200).map(|i| if i % 2 == 0 { format!("{en} {i}") } else { format!("{zh} {i}") }).collect()
+    (0..200)
+        .map(|i| {
+            if i % 2 == 0 {
+                format!("{en} {i}")
+            } else {
+                format!("{zh} {i}")
+            }
+        })
+        .collect()
 }
 
 fn trained(vocab: usize) -> Tokenizer {
-    let opts = TrainOptions { vocab_size: vocab, ..Default::default() };
+    let opts = TrainOptions {
+        vocab_size: vocab,
+        ..Default::default()
+    };
     Tokenizer::train(corpus().into_iter(), &opts).unwrap()
 }
 
@@ -43,7 +54,9 @@ fn round_trips_english_chinese_emoji_and_unseen_text() {
 #[test]
 fn compresses_both_languages() {
     let tok = trained(700);
-    let en = tok.bytes_per_token("The capital of France is Paris.").unwrap();
+    let en = tok
+        .bytes_per_token("The capital of France is Paris.")
+        .unwrap();
     let zh = tok.bytes_per_token("法国的首都是巴黎。").unwrap();
     // raw bytes would give 1.0; a trained BPE merges common words and characters
     assert!(en > 2.5, "english bytes/token {en}");
@@ -60,15 +73,27 @@ fn digits_are_single_tokens() {
 #[test]
 fn chat_template_masks_only_assistant_turns() {
     let tok = trained(400);
-    let msgs = vec![Message::user("Hi"), Message::assistant("Hello"), Message::user("Bye")];
+    let msgs = vec![
+        Message::user("Hi"),
+        Message::assistant("Hello"),
+        Message::user("Bye"),
+    ];
     let enc = tok.encode_chat(&msgs).unwrap();
     let s = tok.special();
     assert_eq!(enc.ids[0], s.bos);
     assert_eq!(enc.ids.len(), enc.mask.len());
     let text = tok.decode(&enc.ids, true).unwrap();
-    assert_eq!(text, "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|user|>Bye<|end|>");
-    let target: Vec<u32> =
-        enc.ids.iter().zip(&enc.mask).filter(|(_, &m)| m).map(|(&i, _)| i).collect();
+    assert_eq!(
+        text,
+        "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|user|>Bye<|end|>"
+    );
+    let target: Vec<u32> = enc
+        .ids
+        .iter()
+        .zip(&enc.mask)
+        .filter(|(_, &m)| m)
+        .map(|(&i, _)| i)
+        .collect();
     assert_eq!(tok.decode(&target, true).unwrap(), "Hello<|end|>");
     // rendering the string gives the same ids as rendering piece by piece
     assert_eq!(tok.encode(&text).unwrap(), enc.ids);
@@ -82,7 +107,10 @@ fn save_and_load_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     tok.save(dir.path()).unwrap();
     let back = Tokenizer::load(dir.path()).unwrap();
-    assert_eq!(back.encode("Paris 巴黎").unwrap(), tok.encode("Paris 巴黎").unwrap());
+    assert_eq!(
+        back.encode("Paris 巴黎").unwrap(),
+        tok.encode("Paris 巴黎").unwrap()
+    );
     let cfg: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(dir.path().join("tokenizer_config.json")).unwrap(),
     )
@@ -94,7 +122,10 @@ fn save_and_load_round_trip() {
 fn missing_tokenizer_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
     let err = Tokenizer::load(dir.path()).err().unwrap().to_string();
-    assert!(err.contains("tokenizer.json") && err.contains("not found"), "{err}");
+    assert!(
+        err.contains("tokenizer.json") && err.contains("not found"),
+        "{err}"
+    );
     std::fs::write(dir.path().join("tokenizer.json"), "{ not json").unwrap();
     let err = Tokenizer::load(dir.path()).err().unwrap().to_string();
     assert!(err.contains("cannot read tokenizer"), "{err}");
@@ -102,7 +133,13 @@ fn missing_tokenizer_is_a_clear_error() {
 
 #[test]
 fn too_small_vocabulary_is_refused() {
-    let opts = TrainOptions { vocab_size: 100, ..Default::default() };
-    let err = Tokenizer::train(corpus().into_iter(), &opts).err().unwrap().to_string();
+    let opts = TrainOptions {
+        vocab_size: 100,
+        ..Default::default()
+    };
+    let err = Tokenizer::train(corpus().into_iter(), &opts)
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("too small"), "{err}");
 }

@@ -56,7 +56,12 @@ pub struct ConsoleHooks<'a> {
 
 impl<'a> ConsoleHooks<'a> {
     pub fn new(quiet: bool, metrics: Option<PathBuf>) -> Self {
-        Self { bar: None, quiet, metrics, sampler: None }
+        Self {
+            bar: None,
+            quiet,
+            metrics,
+            sampler: None,
+        }
     }
 
     /// Sets how text samples are produced (the CLI passes a generator over the engine).
@@ -75,7 +80,11 @@ impl<'a> ConsoleHooks<'a> {
             println!("{line}");
         }
         if let Some(path) = &self.metrics {
-            if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+            if let Ok(mut f) = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+            {
                 let _ = writeln!(f, "{line}");
             }
         }
@@ -129,12 +138,18 @@ impl Hooks for ConsoleHooks<'_> {
     fn sample(&mut self, model: &Llama, step: u64) -> Option<String> {
         let s = self.sampler.as_mut()?(model, step)?;
         self.log("sample", &serde_json::json!({ "step": step, "text": s }));
-        self.say(&format!("step {step:>6}  sample: {}", s.replace('\n', " ⏎ ")));
+        self.say(&format!(
+            "step {step:>6}  sample: {}",
+            s.replace('\n', " ⏎ ")
+        ));
         Some(s)
     }
 
     fn on_checkpoint(&mut self, dir: &Path, step: u64) {
-        self.log("checkpoint", &serde_json::json!({ "step": step, "dir": dir }));
+        self.log(
+            "checkpoint",
+            &serde_json::json!({ "step": step, "dir": dir }),
+        );
     }
 
     fn message(&mut self, text: &str) {

@@ -152,7 +152,8 @@ pub fn pretrain(
         let mut cfg = Config::preset(&opts.preset, vocab, opts.seq_len)?;
         cfg.tie_word_embeddings = opts.tie_embeddings;
         let s = tokenizer.special();
-        (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) = (Some(s.bos), Some(s.end), Some(s.pad));
+        (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
+            (Some(s.bos), Some(s.end), Some(s.pad));
         let w = weights::init_weights(&cfg, opts.seed, device)?;
         (cfg, w, None)
     };
@@ -164,13 +165,25 @@ pub fn pretrain(
     let as_map = |detach: bool| -> HashMap<String, Tensor> {
         params
             .iter()
-            .map(|(n, v)| (n.clone(), if detach { v.as_tensor().detach() } else { v.as_tensor().clone() }))
+            .map(|(n, v)| {
+                (
+                    n.clone(),
+                    if detach {
+                        v.as_tensor().detach()
+                    } else {
+                        v.as_tensor().clone()
+                    },
+                )
+            })
             .collect()
     };
     let model = Llama::new(&cfg, &as_map(false), device)?;
     // shares the parameters' storage, so it sees every update, but records no graph
     let eval_model = Llama::new(&cfg, &as_map(true), device)?;
-    let adam = AdamWConfig { weight_decay: opts.weight_decay, ..Default::default() };
+    let adam = AdamWConfig {
+        weight_decay: opts.weight_decay,
+        ..Default::default()
+    };
     let mut optimizer = AdamW::new(params.clone(), adam)?;
     let (mut step, mut tokens, mut elapsed) = (0u64, 0u64, 0.0f64);
     if let Some((state, opt_state)) = &state {
@@ -203,7 +216,11 @@ pub fn pretrain(
             let y = Tensor::from_vec(y, (b, t), device)?;
             let loss = model.loss(&x, &y)?;
             loss_sum += loss.to_scalar::<f32>()? as f64;
-            let loss = if opts.grad_accum > 1 { (loss / opts.grad_accum as f64)? } else { loss };
+            let loss = if opts.grad_accum > 1 {
+                (loss / opts.grad_accum as f64)?
+            } else {
+                loss
+            };
             let g = loss.backward()?;
             grads = Some(match grads {
                 None => g,
@@ -245,7 +262,11 @@ pub fn pretrain(
         let last = step == opts.steps;
         if (opts.eval_every > 0 && step % opts.eval_every == 0) || last {
             let val_loss = evaluate(&eval_model, &val, b, t, opts.eval_batches, device)?;
-            let r = EvalReport { step, val_loss, val_bpb: bpb(val_loss, val.bytes_per_token()) };
+            let r = EvalReport {
+                step,
+                val_loss,
+                val_bpb: bpb(val_loss, val.bytes_per_token()),
+            };
             hooks.on_eval(&r);
             last_eval = Some(r);
         }
@@ -269,7 +290,9 @@ pub fn pretrain(
                 "unigram_loss": unigram_loss,
                 "tokens": tokens,
             });
-            save(out, &cfg, &params, tokenizer, &optimizer, &state, metrics, data)?;
+            save(
+                out, &cfg, &params, tokenizer, &optimizer, &state, metrics, data,
+            )?;
             hooks.on_checkpoint(out, step);
         }
     }
@@ -313,7 +336,9 @@ pub fn evaluate(
         n += 1;
     }
     if n == 0 {
-        return Err(TrainError::Data("the validation split is too small for one batch".into()));
+        return Err(TrainError::Data(
+            "the validation split is too small for one batch".into(),
+        ));
     }
     Ok(sum / n as f64)
 }
@@ -332,7 +357,11 @@ fn unigram_baseline(train: &TokenShards, val: &TokenShards, vocab: usize) -> f64
     let m = val.len().min(2_000_000);
     let mut nll = 0.0;
     for i in 0..m {
-        let c = val.get(i).and_then(|id| counts.get(id as usize)).copied().unwrap_or(1.0);
+        let c = val
+            .get(i)
+            .and_then(|id| counts.get(id as usize))
+            .copied()
+            .unwrap_or(1.0);
         nll -= (c / total).ln();
     }
     nll / m.max(1) as f64
@@ -349,8 +378,10 @@ fn save(
     metrics: serde_json::Value,
     data: &Path,
 ) -> Result<()> {
-    let tensors: HashMap<String, Tensor> =
-        params.iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect();
+    let tensors: HashMap<String, Tensor> = params
+        .iter()
+        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+        .collect();
     let meta = checkpoint::Meta {
         stage: "pretrain".into(),
         step: state.step,
@@ -361,13 +392,16 @@ fn save(
     let opt_state = optimizer.state()?;
     let live_metrics = out.join("metrics.jsonl");
     checkpoint::save(out, cfg, &tensors, &meta, |dir| {
-        tokenizer.save(dir).map_err(|e| ferrochat_model::ModelError::Io(e.to_string()))?;
+        tokenizer
+            .save(dir)
+            .map_err(|e| ferrochat_model::ModelError::Io(e.to_string()))?;
         state
             .save(dir, opt_state)
             .map_err(|e| ferrochat_model::ModelError::Io(e.to_string()))?;
         if live_metrics.exists() {
-            std::fs::copy(&live_metrics, dir.join("metrics.jsonl"))
-                .map_err(|e| ferrochat_model::ModelError::Io(format!("{}: {e}", live_metrics.display())))?;
+            std::fs::copy(&live_metrics, dir.join("metrics.jsonl")).map_err(|e| {
+                ferrochat_model::ModelError::Io(format!("{}: {e}", live_metrics.display()))
+            })?;
         }
         Ok(())
     })?;
@@ -377,7 +411,9 @@ fn save(
 /// Drops metrics lines logged after the checkpoint a run resumes from.
 fn trim_metrics(out: &Path, step: u64) {
     let path = out.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else { return };
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
     let kept: Vec<&str> = text
         .lines()
         .filter(|l| {

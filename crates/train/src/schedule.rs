@@ -19,7 +19,9 @@ impl std::str::FromStr for ScheduleKind {
             "cosine" => Ok(Self::Cosine),
             "wsd" => Ok(Self::Wsd),
             "constant" => Ok(Self::Constant),
-            _ => Err(format!("unknown schedule `{s}`: use cosine, wsd or constant")),
+            _ => Err(format!(
+                "unknown schedule `{s}`: use cosine, wsd or constant"
+            )),
         }
     }
 }
@@ -70,7 +72,14 @@ mod tests {
     use super::*;
 
     fn sched(kind: ScheduleKind) -> Schedule {
-        Schedule { kind, max_lr: 1.0, min_lr_frac: 0.1, warmup_steps: 10, total_steps: 110, decay_frac: 0.2 }
+        Schedule {
+            kind,
+            max_lr: 1.0,
+            min_lr_frac: 0.1,
+            warmup_steps: 10,
+            total_steps: 110,
+            decay_frac: 0.2,
+        }
     }
 
     #[test]

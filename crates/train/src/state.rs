@@ -31,7 +31,8 @@ impl TrainerState {
     pub fn save(&self, dir: &Path, optimizer: Vec<(String, Tensor)>) -> Result<()> {
         let json = serde_json::to_string_pretty(self).map_err(|e| TrainError::Io(e.to_string()))?;
         let path = dir.join(STATE_JSON);
-        std::fs::write(&path, json).map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
+        std::fs::write(&path, json)
+            .map_err(|e| TrainError::Io(format!("{}: {e}", path.display())))?;
         let map: HashMap<String, Tensor> = optimizer.into_iter().collect();
         ferrochat_model::checkpoint::save_tensors(&dir.join(STATE_TENSORS), &map)?;
         Ok(())
@@ -52,8 +53,11 @@ impl TrainerState {
     }
 
     pub fn word_pos(&self) -> Result<u128> {
-        self.rng_word_pos
-            .parse()
-            .map_err(|_| TrainError::Resume(format!("bad rng_word_pos `{}` in {STATE_JSON}", self.rng_word_pos)))
+        self.rng_word_pos.parse().map_err(|_| {
+            TrainError::Resume(format!(
+                "bad rng_word_pos `{}` in {STATE_JSON}",
+                self.rng_word_pos
+            ))
+        })
     }
 }

@@ -1,0 +1,251 @@
+//! The command line end to end on a tiny model: world -> tokenizer -> shards ->
+//! pretraining, exact resume after a kill, and clear errors on bad input.
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrochat"))
+}
+
+fn ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("ferrochat runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a command that must fail cleanly: exit code 1, a message, no panic.
+fn fails(cmd: &mut Command) -> String {
+    let out: Output = cmd.output().expect("ferrochat runs");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{cmd:?} should fail cleanly: {err}"
+    );
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(err.starts_with("error: "), "{err}");
+    err
+}
+
+/// A small world, a tokenizer and shards, shared by the tests of one process.
+fn prepared(dir: &Path) -> PathBuf {
+    let world = dir.join("world");
+    ok(bin()
+        .args([
+            "world",
+            "generate",
+            "--seed",
+            "3",
+            "--pretrain-mb",
+            "0.3",
+            "--sft",
+            "60",
+        ])
+        .args(["--comparisons", "60", "--quiet", "--output"])
+        .arg(&world));
+    let tok = dir.join("tok");
+    ok(bin()
+        .args([
+            "tokenizer",
+            "train",
+            "--vocab-size",
+            "512",
+            "--quiet",
+            "--output",
+        ])
+        .arg(&tok)
+        .arg(world.join("pretrain.txt")));
+    let data = dir.join("data");
+    ok(bin()
+        .args([
+            "data",
+            "prepare",
+            "--quiet",
+            "--val-fraction",
+            "0.05",
+            "--split-above",
+            "4096",
+        ])
+        .arg("--tokenizer")
+        .arg(&tok)
+        .arg("--output")
+        .arg(&data)
+        .arg(world.join("pretrain.txt")));
+    data
+}
+
+fn pretrain(data: &Path, out: &Path, steps: u32) -> Command {
+    let mut c = bin();
+    c.args([
+        "pretrain", "--preset", "tiny", "--seq", "64", "--batch", "8", "--quiet",
+    ])
+    .args([
+        "--lr",
+        "4e-3",
+        "--warmup",
+        "10",
+        "--eval-every",
+        "0",
+        "--eval-batches",
+        "4",
+    ])
+    .args(["--checkpoint-every", "10", "--steps", &steps.to_string()])
+    .arg("--data")
+    .arg(data)
+    .arg("--output")
+    .arg(out);
+    c
+}
+
+fn meta_metric(dir: &Path, key: &str) -> f64 {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
+    meta["metrics"][key]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no {key} in {meta}"))
+}
+
+#[test]
+fn pretraining_learns_resumes_exactly_and_refuses_bad_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared(tmp.path());
+
+    // 1. a tiny model learns: validation loss far below the unigram baseline
+    let base = tmp.path().join("base");
+    ok(&mut pretrain(&data, &base, 150));
+    let (val, unigram) = (
+        meta_metric(&base, "val_loss"),
+        meta_metric(&base, "unigram_loss"),
+    );
+    assert!(
+        val < unigram - 1.0,
+        "val loss {val} is not well below the unigram baseline {unigram}"
+    );
+    let text = ok(bin()
+        .args([
+            "generate",
+            "--max-tokens",
+            "12",
+            "--prompt",
+            "The capital of",
+        ])
+        .arg("--model")
+        .arg(&base));
+    assert!(
+        text.starts_with("The capital of") && text.len() > 20,
+        "{text}"
+    );
+
+    // 2. killed after its first checkpoint, then resumed: the same model as an unbroken run
+    let unbroken = tmp.path().join("unbroken");
+    ok(&mut pretrain(&data, &unbroken, 60));
+    let killed = tmp.path().join("killed");
+    let mut child = pretrain(&data, &killed, 60)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    for line in BufReader::new(stdout).lines() {
+        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let at = ok(pretrain(&data, &killed, 60).arg("--resume"));
+    assert!(
+        at.contains("\"step\":60"),
+        "the resumed run should reach step 60"
+    );
+    for key in ["train_loss", "val_loss"] {
+        assert_eq!(
+            meta_metric(&killed, key),
+            meta_metric(&unbroken, key),
+            "{key} after resume"
+        );
+    }
+    let logits = |dir: &Path| {
+        ok(bin()
+            .args(["logits", "--prompt", "Paris is"])
+            .arg("--model")
+            .arg(dir))
+    };
+    assert_eq!(
+        logits(&killed),
+        logits(&unbroken),
+        "resumed weights differ from the unbroken run"
+    );
+    // a resume with other options is refused
+    let err = fails(pretrain(&data, &killed, 60).args(["--resume", "--seed", "7"]));
+    assert!(err.contains("cannot resume"), "{err}");
+
+    // 3. bad inputs: a clear error naming what is wrong
+    let shard = data.join("train_0000.bin");
+    let bytes = std::fs::read(&shard).unwrap();
+    let broken = tmp.path().join("broken");
+    std::fs::create_dir(&broken).unwrap();
+    for f in [
+        "manifest.json",
+        "val_0000.bin",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(data.join(f), broken.join(f)).unwrap();
+    }
+    std::fs::write(broken.join("train_0000.bin"), &bytes[..bytes.len() - 7]).unwrap();
+    let err = fails(&mut pretrain(&broken, &tmp.path().join("x"), 5));
+    assert!(err.contains("train_0000.bin"), "{err}");
+
+    let latin1 = tmp.path().join("latin1.txt");
+    std::fs::write(&latin1, b"first line\ncaf\xe9 au lait\n").unwrap();
+    let err = fails(
+        bin()
+            .args(["data", "prepare", "--tokenizer"])
+            .arg(tmp.path().join("tok"))
+            .arg("--output")
+            .arg(tmp.path().join("d2"))
+            .arg(&latin1),
+    );
+    assert!(err.contains("latin1.txt") && err.contains('2'), "{err}");
+
+    let err = fails(
+        bin()
+            .args(["generate", "--prompt", "hi", "--model"])
+            .arg(tmp.path().join("nothing")),
+    );
+    assert!(err.contains("nothing"), "{err}");
+
+    let err = fails(
+        bin()
+            .args(["pretrain", "--data"])
+            .arg(&data)
+            .arg("--tokenizer")
+            .arg(tmp.path().join("no-tok"))
+            .arg("--output")
+            .arg(tmp.path().join("y")),
+    );
+    assert!(err.contains("no-tok") && err.contains("not found"), "{err}");
+
+    // a checkpoint whose config does not match its weights
+    let cfg_path = base.join("config.json");
+    let cfg = std::fs::read_to_string(&cfg_path)
+        .unwrap()
+        .replace("\"intermediate_size\": 192", "\"intermediate_size\": 200");
+    std::fs::write(&cfg_path, cfg).unwrap();
+    let err = fails(
+        bin()
+            .args(["generate", "--prompt", "hi", "--model"])
+            .arg(&base),
+    );
+    assert!(
+        err.contains("mlp.gate_proj.weight") && err.contains("[192, 64]"),
+        "{err}"
+    );
+}
