@@ -3,6 +3,7 @@
 
 mod bench;
 mod data;
+mod eval;
 mod generate;
 mod logits;
 mod pretrain;
@@ -44,6 +45,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Continue a prompt with a checkpoint
     Generate(generate::Args),
+    /// Answer the world's held-out prompts and score them with the judge
+    Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
     Logits(logits::Args),
     /// Measure training and generation speed
@@ -68,6 +71,7 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Eval(a) => eval::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(c) => bench::run(c),
     };

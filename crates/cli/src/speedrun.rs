@@ -34,6 +34,7 @@ struct Plan {
     world: WorldConfig,
     vocab: usize,
     pretrain: crate::pretrain::Args,
+    eval_items: usize,
 }
 
 fn plan(a: &Args) -> Plan {
@@ -69,6 +70,7 @@ fn plan(a: &Args) -> Plan {
         device: a.device.clone(),
     };
     let mut vocab = 4096;
+    let mut eval_items = 150;
     if a.quick {
         world.pretrain_bytes = 400_000;
         world.sft_dialogues = 200;
@@ -83,11 +85,13 @@ fn plan(a: &Args) -> Plan {
         pretrain.eval_batches = 4;
         pretrain.sample_every = 0;
         pretrain.checkpoint_every = 60;
+        eval_items = 24;
     }
     Plan {
         world,
         vocab,
         pretrain,
+        eval_items,
     }
 }
 
@@ -172,6 +176,28 @@ pub fn run(a: Args) -> Result<()> {
             eprintln!("  {prompt:?} -> {text:?}");
         }
     }
+
+    stage(a.quiet, "eval (base model, few-shot)");
+    let t = Instant::now();
+    let eval_args = crate::eval::Args {
+        model: Some(base.clone()),
+        compare: None,
+        heldout: Some(world_dir.join("heldout.jsonl")),
+        world_seed: a.seed,
+        few_shot: Some(3),
+        limit: Some(p.eval_items),
+        max_tokens: 48,
+        temperature: 0.0,
+        seed: a.seed,
+        output: None,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let items = crate::eval::load_items(&eval_args)?;
+    let outcome = crate::eval::eval_model(&base, &items, &eval_args)?;
+    crate::eval::write_results(&out.join("eval_base.json"), &base, &outcome)?;
+    report.eval_base = Some(outcome.card);
+    report.times.push(("eval", t.elapsed().as_secs_f64()));
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
     let path = out.join("report.md");
@@ -219,6 +245,7 @@ struct Report {
     tokenizer: Option<(usize, f64, f64)>,
     pretrain: Option<ferrochat_train::PretrainSummary>,
     samples: Vec<(String, String)>,
+    eval_base: Option<ferrochat_eval::Scorecard>,
     times: Vec<(&'static str, f64)>,
     total_secs: f64,
 }
@@ -260,6 +287,10 @@ impl Report {
                 let t = text.replace('|', "\\|").replace('\n', " ");
                 s += &format!("| {prompt} | {t} |\n");
             }
+        }
+        if let Some(card) = &self.eval_base {
+            s += "\n## Judged evaluation on held-out prompts\n\nBase model, prompted with 3 worked examples (GPT-3 style), greedy; mean judge score (share of answers passing every skill):\n\n";
+            s += &card.markdown();
         }
         s
     }
