@@ -127,15 +127,37 @@ pub fn load_items(a: &Args) -> Result<Vec<EvalItem>> {
     Ok(items)
 }
 
-/// At most `n` items, taken evenly across the list (which is grouped by skill).
+/// At most `n` items, drawn round-robin over the (skill, language) groups so every
+/// group is represented as evenly as the count allows; the order within a group is kept.
 fn spread(items: Vec<EvalItem>, n: usize) -> Vec<EvalItem> {
     if n >= items.len() || n == 0 {
         return items;
     }
-    let step = items.len() as f64 / n as f64;
-    (0..n)
-        .map(|i| items[(i as f64 * step) as usize].clone())
-        .collect()
+    let mut groups: Vec<(
+        (ferrochat_world::Skill, ferrochat_world::Lang),
+        Vec<EvalItem>,
+    )> = Vec::new();
+    for item in items {
+        let key = (item.skill, item.lang);
+        match groups.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, g)) => g.push(item),
+            None => groups.push((key, vec![item])),
+        }
+    }
+    let mut queues: Vec<std::collections::VecDeque<EvalItem>> =
+        groups.into_iter().map(|(_, g)| g.into()).collect();
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        for q in queues.iter_mut() {
+            if out.len() < n {
+                if let Some(item) = q.pop_front() {
+                    out.push(item);
+                }
+            }
+        }
+    }
+    out.sort_by_key(|a| (a.skill, a.lang));
+    out
 }
 
 pub fn eval_model(dir: &Path, items: &[EvalItem], a: &Args) -> Result<Outcome> {

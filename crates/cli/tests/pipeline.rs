@@ -249,3 +249,42 @@ fn pretraining_learns_resumes_exactly_and_refuses_bad_input() {
         "{err}"
     );
 }
+
+#[test]
+fn quick_speedrun_runs_every_stage_and_writes_the_report() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let out = ok(bin()
+        .args(["speedrun", "--quick", "--quiet", "--output"])
+        .arg(&run));
+    assert!(out.contains("report:"), "{out}");
+    for f in [
+        "world/world.json",
+        "tokenizer/tokenizer.json",
+        "data/manifest.json",
+        "base/model.safetensors",
+        "eval_base.json",
+    ] {
+        assert!(run.join(f).exists(), "{f} missing");
+    }
+    let report = std::fs::read_to_string(run.join("report.md")).unwrap();
+    for section in [
+        "## Tokenizer",
+        "## Pretraining",
+        "unigram baseline",
+        "## Samples",
+        "## Judged evaluation",
+    ] {
+        assert!(
+            report.contains(section),
+            "report lacks {section}:\n{report}"
+        );
+    }
+    // a second run keeps the finished stages and ends the same
+    let again = ok(bin()
+        .args(["speedrun", "--quick", "--quiet", "--output"])
+        .arg(&run));
+    assert!(again.contains("report:"), "{again}");
+    let meta = std::fs::read_to_string(run.join("base/meta.json")).unwrap();
+    assert!(meta.contains("\"step\": 120"), "{meta}");
+}

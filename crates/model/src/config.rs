@@ -158,12 +158,12 @@ impl Config {
             return bad("vocab_size, hidden_size and num_hidden_layers must be positive".into());
         }
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
-        if h == 0 || kv == 0 || h % kv != 0 {
+        if h == 0 || kv == 0 || !h.is_multiple_of(kv) {
             return bad(format!(
                 "num_attention_heads ({h}) must be a positive multiple of num_key_value_heads ({kv})"
             ));
         }
-        if self.head_size() % 2 != 0 {
+        if !self.head_size().is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even for rotary positions",
                 self.head_size()

@@ -45,13 +45,16 @@ pub trait Hooks {
 pub struct Silent;
 impl Hooks for Silent {}
 
+/// Produces a text sample from the model in training at a step.
+pub type SampleFn<'a> = Box<dyn FnMut(&Llama, u64) -> Option<String> + 'a>;
+
 /// Progress bar with loss, tokens/s and ETA; JSON lines on stdout when quiet; every
 /// report appended to `metrics.jsonl` in the run folder.
 pub struct ConsoleHooks<'a> {
     bar: Option<ProgressBar>,
     quiet: bool,
     metrics: Option<PathBuf>,
-    sampler: Option<Box<dyn FnMut(&Llama, u64) -> Option<String> + 'a>>,
+    sampler: Option<SampleFn<'a>>,
 }
 
 impl<'a> ConsoleHooks<'a> {
