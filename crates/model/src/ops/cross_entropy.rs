@@ -74,13 +74,16 @@ impl CustomOp2 for CrossEntropy {
         let (_n, v) = check(ll.shape(), &targets)?;
         let x = contiguous::<f32>(ls, ll)?;
         let lse = row_lse(&x, &targets, v);
+        // summed in row order (cheap: one term per row) so the loss is the same bits
+        // whatever the thread schedule
         let (sum, kept) = lse
-            .par_iter()
-            .zip(targets.par_iter())
+            .iter()
+            .zip(targets.iter())
             .enumerate()
             .filter(|(_, (_, &t))| t != IGNORE)
-            .map(|(i, (&l, &t))| ((l - x[i * v + t as usize]) as f64, 1usize))
-            .reduce(|| (0.0, 0), |a, b| (a.0 + b.0, a.1 + b.1));
+            .fold((0.0f64, 0usize), |(s, k), (i, (&l, &t))| {
+                (s + (l - x[i * v + t as usize]) as f64, k + 1)
+            });
         let loss = if kept == 0 { 0.0 } else { sum / kept as f64 };
         // A second forward of the same op value cannot happen (one op per call), so a
         // failed `set` would only mean the cache is already right.

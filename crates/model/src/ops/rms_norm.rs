@@ -88,38 +88,36 @@ fn backward(x: &[f32], w: &[f32], dy: &[f32], d: usize, eps: f32) -> (Vec<f32>, 
         return (dx, vec![0f32; d]);
     }
     let chunk = d * rows_per_task(d);
-    // Each task sums its rows' contribution to dw in its own buffer; the buffers are
-    // added at the end, so no two threads write the same dw element.
-    let dw = dx
+    // Each fixed chunk of rows sums its contribution to dw in its own buffer; the
+    // buffers are then added in chunk order, so no two threads write the same dw
+    // element and the result does not depend on how rayon scheduled the chunks
+    // (exact resume needs bit-identical gradients run to run).
+    let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(chunk)
         .zip(x.par_chunks(chunk))
         .zip(dy.par_chunks(chunk))
-        .fold(
-            || vec![0f32; d],
-            |mut dw, ((dx, x), dy)| {
-                let rows = dx.chunks_exact_mut(d).zip(x.chunks_exact(d));
-                for ((dx, x), dy) in rows.zip(dy.chunks_exact(d)) {
-                    let r = inv_rms(x, eps);
-                    for ((dx, &dy), &w) in dx.iter_mut().zip(dy).zip(w) {
-                        *dx = dy * w; // g, kept in dx until the row's mean is known
-                    }
-                    let c = r * r * dot(dx, x) / d as f32;
-                    for (((dx, &x), &dy), dw) in dx.iter_mut().zip(x).zip(dy).zip(dw.iter_mut()) {
-                        *dx = r * (*dx - x * c);
-                        *dw += dy * x * r;
-                    }
+        .map(|((dx, x), dy)| {
+            let mut dw = vec![0f32; d];
+            let rows = dx.chunks_exact_mut(d).zip(x.chunks_exact(d));
+            for ((dx, x), dy) in rows.zip(dy.chunks_exact(d)) {
+                let r = inv_rms(x, eps);
+                for ((dx, &dy), &w) in dx.iter_mut().zip(dy).zip(w) {
+                    *dx = dy * w; // g, kept in dx until the row's mean is known
                 }
-                dw
-            },
-        )
-        .reduce(
-            || vec![0f32; d],
-            |mut a, b| {
-                for (a, b) in a.iter_mut().zip(&b) {
-                    *a += b;
+                let c = r * r * dot(dx, x) / d as f32;
+                for (((dx, &x), &dy), dw) in dx.iter_mut().zip(x).zip(dy).zip(dw.iter_mut()) {
+                    *dx = r * (*dx - x * c);
+                    *dw += dy * x * r;
                 }
-                a
-            },
-        );
+            }
+            dw
+        })
+        .collect();
+    let mut dw = vec![0f32; d];
+    for p in &partials {
+        for (a, b) in dw.iter_mut().zip(p) {
+            *a += b;
+        }
+    }
     (dx, dw)
 }

@@ -55,7 +55,13 @@ fn sum_squares(g: &Tensor) -> Result<f64> {
         if let (candle_core::Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
             (&*storage, layout.contiguous_offsets())
         {
-            return Ok(data[a..b].par_chunks(CHUNK).map(sum_squares_chunk).sum());
+            // per-chunk sums collected in order, then added in order: the same bits
+            // whatever the thread schedule
+            let parts: Vec<f64> = data[a..b]
+                .par_chunks(CHUNK)
+                .map(sum_squares_chunk)
+                .collect();
+            return Ok(parts.iter().sum());
         }
     }
     g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
