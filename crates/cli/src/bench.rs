@@ -127,6 +127,7 @@ fn train(a: TrainArgs) -> Result<()> {
         std::env::var("RAYON_NUM_THREADS").unwrap_or_default()
     );
     let mut times = Vec::new();
+    let (mut t_fwd, mut t_bwd, mut t_opt) = (Vec::new(), Vec::new(), Vec::new());
     let mut last_loss = 0.0;
     for i in 0..a.warmup + a.steps {
         let x: Vec<u32> = (0..n)
@@ -139,13 +140,19 @@ fn train(a: TrainArgs) -> Result<()> {
         let x = Tensor::from_vec(x, (a.batch, a.seq), &device)?;
         let y = Tensor::from_vec(y, (a.batch, a.seq), &device)?;
         let loss = model.loss(&x, &y)?;
+        last_loss = loss.to_scalar::<f32>()?;
+        let t1 = Instant::now();
         let mut grads = loss.backward()?;
+        let t2 = Instant::now();
         clip_grad_norm(&mut grads, &params, 1.0)?;
         opt.step(&grads, 1e-4)?;
-        last_loss = loss.to_scalar::<f32>()?;
+        drop(grads);
         let dt = t.elapsed().as_secs_f64();
         if i >= a.warmup {
             times.push(dt);
+            t_fwd.push((t1 - t).as_secs_f64());
+            t_bwd.push((t2 - t1).as_secs_f64());
+            t_opt.push(t2.elapsed().as_secs_f64());
         }
     }
     let step = median(times.clone());
@@ -159,6 +166,9 @@ fn train(a: TrainArgs) -> Result<()> {
         "step_secs_min": times.iter().cloned().fold(f64::INFINITY, f64::min),
         "achieved_gflops": achieved, "matmul_peak_gflops": peak, "mfu": achieved / peak,
         "final_loss": last_loss,
+        "forward_secs_median": median(t_fwd.clone()),
+        "backward_secs_median": median(t_bwd.clone()),
+        "clip_and_optimizer_secs_median": median(t_opt.clone()),
     });
     println!(
         "{:.0} tokens/s (median step {:.3}s), {:.1} GFLOP/s = {:.0}% of the measured f32 matmul peak {:.1} GFLOP/s",
@@ -167,6 +177,12 @@ fn train(a: TrainArgs) -> Result<()> {
         achieved,
         100.0 * achieved / peak,
         peak
+    );
+    println!(
+        "  forward {:.3}s, backward {:.3}s, clip + AdamW {:.3}s (medians)",
+        median(t_fwd),
+        median(t_bwd),
+        median(t_opt)
     );
     println!("{result}");
     if let Some(dir) = a.output {
