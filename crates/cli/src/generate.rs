@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
-use ferrochat_model::{checkpoint, Llama};
-use ferrochat_tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -35,10 +33,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = crate::runtime::device(&a.device)?;
-    let tok = Tokenizer::load(&a.model)?;
-    let (cfg, w) = checkpoint::load(&a.model, &device)?;
-    let model = Llama::new(&cfg, &w, &device)?;
+    let (tok, model, _) = crate::runtime::open_model(&a.model, &a.device)?;
     let mut ids = vec![tok.special().bos];
     ids.extend(tok.encode(&a.prompt)?);
     let opts = GenerateOptions {

@@ -5,8 +5,6 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use candle_core::Tensor;
-use ferrochat_model::{checkpoint, Llama};
-use ferrochat_tokenizer::Tokenizer;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -23,10 +21,7 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let device = crate::runtime::device(&a.device)?;
-    let tok = Tokenizer::load(&a.model)?;
-    let (cfg, w) = checkpoint::load(&a.model, &device)?;
-    let model = Llama::new(&cfg, &w, &device)?;
+    let (tok, model, device) = crate::runtime::open_model(&a.model, &a.device)?;
     let ids = tok.encode(&a.prompt)?;
     anyhow::ensure!(!ids.is_empty(), "the prompt encodes to no tokens");
     let x = Tensor::new(ids.as_slice(), &device)?.unsqueeze(0)?;

@@ -1,8 +1,12 @@
 //! Process-wide settings that decide CPU speed, applied before any thread pool starts,
-//! and the `--device` choice.
+//! the `--device` choice, and opening a checkpoint on it.
+
+use std::path::Path;
 
 use anyhow::{bail, Result};
 use candle_core::Device;
+use ferrochat_model::{checkpoint, Llama};
+use ferrochat_tokenizer::Tokenizer;
 
 /// Sets the thread counts and the allocator policy the training step was measured with.
 ///
@@ -48,4 +52,13 @@ pub fn device(name: &str) -> Result<Device> {
         }
         other => bail!("unknown device `{other}`: use cpu or cuda[:N]"),
     }
+}
+
+/// A checkpoint folder's tokenizer and model, on the `--device` named.
+pub fn open_model(dir: &Path, device_name: &str) -> Result<(Tokenizer, Llama, Device)> {
+    let device = device(device_name)?;
+    let tok = Tokenizer::load(dir)?;
+    let (cfg, w) = checkpoint::load(dir, &device)?;
+    let model = Llama::new(&cfg, &w, &device)?;
+    Ok((tok, model, device))
 }

@@ -201,7 +201,7 @@ pub fn run(a: Args) -> Result<()> {
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
     let path = out.join("report.md");
-    ferrochat_tokenizer::write_atomic(&path, md.as_bytes())
+    ferrochat_text::write_atomic(&path, md.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     println!("speedrun finished in {:.0}s", report.total_secs);
     println!(

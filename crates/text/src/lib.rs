@@ -2,12 +2,14 @@
 //! conversations and preference records in the common JSON-lines formats, and the
 //! memory-mapped token shards that training reads.
 
+pub mod atomic;
 pub mod conversation;
 pub mod corpus;
 pub mod error;
 pub mod prepare;
 pub mod shards;
 
+pub use atomic::write_atomic;
 pub use conversation::{Comparison, Conversation, Message, RankedComparison, Role};
 pub use corpus::{for_each_document, CorpusOptions, Document, Source, Stats};
 pub use error::{Result, TextError};

@@ -12,6 +12,8 @@ pub use train::TrainOptions;
 
 use std::path::{Path, PathBuf};
 
+use ferrochat_text::write_atomic;
+
 /// Errors of loading, training and using a tokenizer; each names the file or token at fault.
 #[derive(Debug, thiserror::Error)]
 pub enum TokenizerError {
@@ -131,21 +133,4 @@ impl Tokenizer {
         let n = self.encode(text)?.len().max(1);
         Ok(text.len() as f64 / n as f64)
     }
-}
-
-/// Writes a file atomically: temp file in the same folder, fsync, rename.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, path)
 }

@@ -205,7 +205,7 @@ impl SplitWriter {
         drop(file);
         let path = dir.join(&shard.name);
         std::fs::rename(&tmp, &path).map_err(|e| TextError::write(&path, e))?;
-        sync_dir(dir);
+        crate::atomic::sync_dir(dir);
         self.info.shards.push(ShardInfo {
             file: shard.name,
             tokens: shard.tokens,
@@ -241,29 +241,9 @@ fn encode(dtype: Dtype, tokens: &[u32], out: &mut Vec<u8>) {
     }
 }
 
-/// Writes `bytes` to `path` through a synced temporary file and a rename.
-pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let mut file = File::create(&tmp).map_err(|e| TextError::write(&tmp, e))?;
-    file.write_all(bytes)
-        .and_then(|_| file.sync_all())
-        .map_err(|e| TextError::write(&tmp, e))?;
-    drop(file);
-    std::fs::rename(&tmp, path).map_err(|e| TextError::write(path, e))?;
-    sync_dir(dir);
-    Ok(())
-}
-
-/// Makes a rename durable. Best effort: some platforms cannot open folders.
-fn sync_dir(dir: &Path) {
-    if let Ok(d) = File::open(dir) {
-        let _ = d.sync_all();
-    }
+/// [`crate::atomic::write_atomic`] with the error naming the file.
+fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    crate::atomic::write_atomic(path, bytes).map_err(|e| TextError::write(path, e))
 }
 
 fn remove_previous_run(dir: &Path) -> Result<()> {
