@@ -30,7 +30,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, samples
+    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, samples, judged eval
     Speedrun(speedrun::Args),
     /// Generate the built-in bilingual world (pretraining text, dialogues, comparisons, held-out prompts)
     #[command(subcommand)]

@@ -22,6 +22,7 @@ pub struct Args {
     /// Model size: tiny, small, d12, d20 or dN
     #[arg(long, default_value = "tiny")]
     pub preset: String,
+    /// Optimizer steps in all (a resumed run continues to this count)
     #[arg(long, default_value_t = 500)]
     pub steps: u64,
     /// Sequences per micro-batch
