@@ -204,8 +204,17 @@ pub fn run(a: Args) -> Result<()> {
     ferrochat_text::write_atomic(&path, md.as_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
     println!("speedrun finished in {:.0}s", report.total_secs);
+    // the binary as the user can type it from here
+    let exe = std::env::current_exe()
+        .ok()
+        .map(|p| match std::env::current_dir() {
+            Ok(cwd) => p.strip_prefix(&cwd).map(|r| r.to_path_buf()).unwrap_or(p),
+            Err(_) => p,
+        })
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "ferrochat".into());
     println!(
-        "model:  {}   (try: ferrochat generate --model {} --prompt \"The capital of France is\")",
+        "model:  {}   (try: {exe} generate --model {} --prompt \"The capital of France is\")",
         base.display(),
         base.display()
     );
