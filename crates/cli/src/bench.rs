@@ -1,11 +1,10 @@
 //! `ferrochat bench train|generate`: speed, measured as a user would see it.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{Device, Tensor, Var};
+use candle_core::{Device, Tensor};
 use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
 use ferrochat_model::{checkpoint, weights, Config, Llama};
 use ferrochat_train::optim::{clip_grad_norm, AdamW, AdamWConfig};
@@ -106,15 +105,8 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut cfg = Config::preset(&a.preset, a.vocab, a.seq)?;
     cfg.tie_word_embeddings = !a.untied;
     let init = weights::init_weights(&cfg, 0, &device)?;
-    let params: Vec<(String, Var)> = weights::param_shapes(&cfg)
-        .into_iter()
-        .map(|(n, _)| Ok((n.clone(), Var::from_tensor(&init[&n])?)))
-        .collect::<Result<_>>()?;
-    let map: HashMap<String, Tensor> = params
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
-    let model = Llama::new(&cfg, &map, &device)?;
+    let params = weights::to_vars(&cfg, &init)?;
+    let model = Llama::new(&cfg, &weights::var_tensors(&params, false), &device)?;
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = a.batch * a.seq;

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ferrochat_engine::SamplingParams;
 use ferrochat_eval::{evaluate, win_rate, EvalOptions, Judged, PromptStyle, Scorecard};
-use ferrochat_model::{checkpoint, Llama};
-use ferrochat_tokenizer::Tokenizer;
+use ferrochat_model::checkpoint;
 use ferrochat_world::{EvalItem, WorldConfig};
 
 #[derive(clap::Args, Clone)]
@@ -161,11 +160,8 @@ fn spread(items: Vec<EvalItem>, n: usize) -> Vec<EvalItem> {
 }
 
 pub fn eval_model(dir: &Path, items: &[EvalItem], a: &Args) -> Result<Outcome> {
-    let device = crate::runtime::device(&a.device)?;
-    let tok = Tokenizer::load(dir)?;
-    let (cfg, w) = checkpoint::load(dir, &device)?;
+    let (tok, model, _) = crate::runtime::open_model(dir, &a.device)?;
     let meta = checkpoint::load_meta(dir)?;
-    let model = Llama::new(&cfg, &w, &device)?;
     let k = a
         .few_shot
         .unwrap_or(if meta.stage == "pretrain" { 3 } else { 0 });

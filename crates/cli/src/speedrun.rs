@@ -6,7 +6,6 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use ferrochat_model::{checkpoint, Llama};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_world::WorldConfig;
 
@@ -170,7 +169,7 @@ pub fn run(a: Args) -> Result<()> {
 
     stage(a.quiet, "samples");
     let base = out.join("base");
-    report.samples = samples(&base, &tok)?;
+    report.samples = samples(&base, &a.device)?;
     if !a.quiet {
         for (prompt, text) in &report.samples {
             eprintln!("  {prompt:?} -> {text:?}");
@@ -239,12 +238,11 @@ const SAMPLE_PROMPTS: [&str; 4] = [
     "三加四等于",
 ];
 
-fn samples(base: &Path, tok: &Tokenizer) -> Result<Vec<(String, String)>> {
-    let (cfg, w) = checkpoint::load(base, &candle_core::Device::Cpu)?;
-    let model = Llama::new(&cfg, &w, &candle_core::Device::Cpu)?;
+fn samples(base: &Path, device: &str) -> Result<Vec<(String, String)>> {
+    let (tok, model, _) = crate::runtime::open_model(base, device)?;
     SAMPLE_PROMPTS
         .iter()
-        .map(|p| Ok((p.to_string(), crate::pretrain::sample(&model, tok, p, 0)?)))
+        .map(|p| Ok((p.to_string(), crate::pretrain::sample(&model, &tok, p, 0)?)))
         .collect()
 }
 

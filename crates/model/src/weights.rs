@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -33,6 +33,36 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
     }
     out
+}
+
+/// Trainable variables over named weights, in [`param_shapes`] order (the order the
+/// optimizer state and checkpoints use).
+pub fn to_vars(cfg: &Config, weights: &HashMap<String, Tensor>) -> Result<Vec<(String, Var)>> {
+    check_weights(cfg, weights, "the weights")?;
+    param_shapes(cfg)
+        .into_iter()
+        .map(|(name, _)| {
+            let var = Var::from_tensor(&weights[&name])?;
+            Ok((name, var))
+        })
+        .collect()
+}
+
+/// The variables' tensors by name, to build a [`crate::Llama`] over. `detach` gives
+/// tensors that share the variables' storage (they see every in-place update) but record
+/// no autograd graph: for evaluation during training.
+pub fn var_tensors(params: &[(String, Var)], detach: bool) -> HashMap<String, Tensor> {
+    params
+        .iter()
+        .map(|(n, v)| {
+            let t = if detach {
+                v.as_tensor().detach()
+            } else {
+                v.as_tensor().clone()
+            };
+            (n.clone(), t)
+        })
+        .collect()
 }
 
 /// Fresh weights: norms at one, matrices normal(0, initializer_range), and the

@@ -157,29 +157,11 @@ pub fn pretrain(
         let w = weights::init_weights(&cfg, opts.seed, device)?;
         (cfg, w, None)
     };
-    let params: Vec<(String, Var)> = weights::param_shapes(&cfg)
-        .into_iter()
-        .map(|(name, _)| Ok((name.clone(), Var::from_tensor(&init[&name])?)))
-        .collect::<Result<_>>()?;
+    let params = weights::to_vars(&cfg, &init)?;
     drop(init);
-    let as_map = |detach: bool| -> HashMap<String, Tensor> {
-        params
-            .iter()
-            .map(|(n, v)| {
-                (
-                    n.clone(),
-                    if detach {
-                        v.as_tensor().detach()
-                    } else {
-                        v.as_tensor().clone()
-                    },
-                )
-            })
-            .collect()
-    };
-    let model = Llama::new(&cfg, &as_map(false), device)?;
+    let model = Llama::new(&cfg, &weights::var_tensors(&params, false), device)?;
     // shares the parameters' storage, so it sees every update, but records no graph
-    let eval_model = Llama::new(&cfg, &as_map(true), device)?;
+    let eval_model = Llama::new(&cfg, &weights::var_tensors(&params, true), device)?;
     let adam = AdamWConfig {
         weight_decay: opts.weight_decay,
         ..Default::default()
