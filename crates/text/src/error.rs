@@ -160,6 +160,16 @@ pub enum TextError {
 
     #[error("invalid option: {0}")]
     InvalidOption(String),
+
+    #[error("{}:{line}: {reason}", path.display())]
+    BadRecord {
+        path: PathBuf,
+        line: u64,
+        reason: String,
+    },
+
+    #[error("{}: no usable records{}", path.display(), if *bad > 0 { format!(" ({bad} bad ones were skipped)") } else { String::new() })]
+    NoRecords { path: PathBuf, bad: usize },
 }
 
 /// Result with [`TextError`].

@@ -6,7 +6,7 @@ mod chat;
 mod special;
 mod train;
 
-pub use chat::{ChatEncoding, CHAT_TEMPLATE_JINJA};
+pub use chat::{ChatEncoding, Fitted, CHAT_TEMPLATE_JINJA};
 pub use special::{SpecialTokens, SPECIAL_TOKENS};
 pub use train::TrainOptions;
 
@@ -29,6 +29,8 @@ pub enum TokenizerError {
     Train(String),
     #[error("cannot encode text: {0}")]
     Encode(String),
+    #[error("{0}")]
+    TooLong(String),
     #[error("cannot decode ids: {0}")]
     Decode(String),
 }

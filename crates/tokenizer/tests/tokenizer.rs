@@ -143,3 +143,79 @@ fn too_small_vocabulary_is_refused() {
         .to_string();
     assert!(err.contains("too small"), "{err}");
 }
+
+fn targets(tok: &Tokenizer, enc: &ferrochat_tokenizer::ChatEncoding) -> String {
+    let t: Vec<u32> = enc
+        .ids
+        .iter()
+        .zip(&enc.mask)
+        .filter(|(_, &m)| m)
+        .map(|(&i, _)| i)
+        .collect();
+    tok.decode(&t, true).unwrap()
+}
+
+#[test]
+fn long_conversations_lose_their_oldest_turns_first() {
+    let tok = trained(400);
+    let msgs = vec![
+        Message::system("Be brief."),
+        Message::user("The capital of France?"),
+        Message::assistant("Paris."),
+        Message::user("Seven times eight?"),
+        Message::assistant("56."),
+    ];
+    let full = tok.encode_chat(&msgs).unwrap();
+    // fits: nothing dropped, identical to the plain rendering
+    let f = tok
+        .encode_chat_fitting(&msgs, full.ids.len())
+        .unwrap()
+        .unwrap();
+    assert_eq!((f.value.clone(), f.dropped), (full.clone(), 0));
+    // one token short: the first exchange goes, the system message stays
+    let f = tok
+        .encode_chat_fitting(&msgs, full.ids.len() - 1)
+        .unwrap()
+        .unwrap();
+    assert_eq!(f.dropped, 2);
+    let text = tok.decode(&f.value.ids, true).unwrap();
+    assert_eq!(
+        text,
+        "<|bos|><|system|>Be brief.<|end|><|user|>Seven times eight?<|end|><|assistant|>56.<|end|>"
+    );
+    assert_eq!(targets(&tok, &f.value), "56.<|end|>");
+    // shorter than the last exchange: its answer is cut at a token boundary
+    let f = tok
+        .encode_chat_fitting(&msgs, f.value.ids.len() - 1)
+        .unwrap()
+        .unwrap();
+    assert!(targets(&tok, &f.value).starts_with('5'));
+    assert!(!targets(&tok, &f.value).ends_with("<|end|>"));
+    // too short for any answer token: refused, not trained on
+    assert!(tok.encode_chat_fitting(&msgs, 5).unwrap().is_none());
+}
+
+#[test]
+fn prompts_fit_the_context_with_room_for_the_answer() {
+    let tok = trained(400);
+    let msgs = vec![
+        Message::user("The capital of France?"),
+        Message::assistant("Paris."),
+        Message::user("And of China?"),
+    ];
+    let full = tok.encode_prompt(&msgs).unwrap();
+    let f = tok
+        .encode_prompt_fitting(&msgs, full.len() + 10, 10)
+        .unwrap();
+    assert_eq!((f.value.clone(), f.dropped), (full.clone(), 0));
+    let f = tok
+        .encode_prompt_fitting(&msgs, full.len() + 9, 10)
+        .unwrap();
+    assert_eq!(f.dropped, 2);
+    assert_eq!(
+        tok.decode(&f.value, true).unwrap(),
+        "<|bos|><|user|>And of China?<|end|><|assistant|>"
+    );
+    let err = tok.encode_prompt_fitting(&msgs, 8, 4).unwrap_err();
+    assert!(err.to_string().contains("context of 8"), "{err}");
+}
