@@ -40,6 +40,17 @@ pub struct Judged {
     pub id: String,
     pub answer: String,
     pub verdict: Verdict,
+    /// The answer ended by itself (end of turn, or end of line after few-shot examples)
+    /// rather than at the length limit.
+    #[serde(default)]
+    pub ended: bool,
+}
+
+/// One answer, and whether the model ended it itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    pub text: String,
+    pub ended: bool,
 }
 
 /// The model's answer to one item (the text after the prompt, trimmed).
@@ -49,13 +60,17 @@ pub fn answer(
     item: &EvalItem,
     opts: &EvalOptions,
     index: u64,
-) -> Result<String> {
+) -> Result<Answer> {
     let s = tok.special();
     let ctx = model.config().max_position_embeddings;
     // leave room for the answer: a prompt may take at most the context minus this
     let room = opts.max_new_tokens.min(ctx / 4).max(1);
     let ids = match &opts.style {
-        PromptStyle::Chat => tok.encode_prompt(&item.messages)?,
+        PromptStyle::Chat => {
+            tok.encode_prompt_fitting(&item.messages, ctx, room)
+                .map_err(|e| EvalError::Input(format!("item {}: {e}", item.id)))?
+                .value
+        }
         PromptStyle::FewShot { k, seed } => {
             // as many worked examples as fit, up to k
             let mut k = *k;
@@ -85,18 +100,27 @@ pub fn answer(
     };
     let few_shot = matches!(opts.style, PromptStyle::FewShot { .. });
     let mut produced = Vec::new();
-    generate(model, &ids, &gen, |t| {
+    let mut line_ended = false;
+    let g = generate(model, &ids, &gen, |t| {
         produced.push(t);
         // a base model's answer ends at the end of its line, as in the examples
-        !(few_shot
+        line_ended = few_shot
             && tok
                 .decode(&produced, false)
                 .map(|x| x.contains('\n'))
-                .unwrap_or(false))
+                .unwrap_or(false);
+        !line_ended
     })?;
     let text = tok.decode(&produced, false)?;
-    let text = text.split('\n').next().unwrap_or("");
-    Ok(text.trim().to_string())
+    let text = if few_shot {
+        text.split('\n').next().unwrap_or("")
+    } else {
+        &text
+    };
+    Ok(Answer {
+        text: text.trim().to_string(),
+        ended: g.stopped || line_ended,
+    })
 }
 
 /// Answers and judges every item.
@@ -109,12 +133,13 @@ pub fn evaluate(
 ) -> Result<(Scorecard, Vec<Judged>)> {
     let mut judged = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let answer = answer(model, tok, item, opts, i as u64)?;
-        let verdict = ferrochat_world::judge_item(item, &answer);
+        let a = answer(model, tok, item, opts, i as u64)?;
+        let verdict = ferrochat_world::judge_item(item, &a.text);
         judged.push(Judged {
             id: item.id.clone(),
-            answer,
+            answer: a.text,
             verdict,
+            ended: a.ended,
         });
         progress(i + 1);
     }

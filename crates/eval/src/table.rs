@@ -29,6 +29,9 @@ pub struct Scorecard {
     pub by_skill: BTreeMap<String, BTreeMap<String, Cell>>,
     pub by_lang: BTreeMap<String, Cell>,
     pub overall: Cell,
+    /// Share of answers the model ended itself (not cut at the length limit).
+    #[serde(default)]
+    pub ended_rate: f64,
 }
 
 fn skill_name(s: Skill) -> String {
@@ -53,6 +56,8 @@ impl Scorecard {
             card.by_lang.entry(lang).or_default().add(score, passed);
             card.overall.add(score, passed);
         }
+        let ended = judged.iter().filter(|j| j.ended).count();
+        card.ended_rate = ended as f64 / judged.len().max(1) as f64;
         card
     }
 
@@ -81,10 +86,53 @@ impl Scorecard {
             self.overall.n
         );
         s += &format!(
-            "\nOverall mean judge score {:.3}, {:.1}% of answers passed every skill they were held to.\n",
+            "\nOverall mean judge score {:.3}, {:.1}% of answers passed every skill they were held to; \
+             {:.1}% ended by themselves (the rest ran to the length limit).\n",
             self.overall.mean_score,
-            100.0 * self.overall.pass_rate
+            100.0 * self.overall.pass_rate,
+            100.0 * self.ended_rate
         );
+        s
+    }
+
+    /// A markdown table comparing scorecards side by side: mean judge score per skill
+    /// (both languages together) for each named model.
+    pub fn compare_markdown(cards: &[(&str, &Scorecard)]) -> String {
+        let mut s = String::from("| skill |");
+        for (name, _) in cards {
+            s += &format!(" {name} |");
+        }
+        s += "\n|---|";
+        s += &"---|".repeat(cards.len());
+        s += "\n";
+        let mean = |row: Option<&BTreeMap<String, Cell>>| {
+            row.map(|r| {
+                let n: usize = r.values().map(|c| c.n).sum();
+                let sum: f64 = r.values().map(|c| c.mean_score * c.n as f64).sum();
+                format!("{:.2}", sum / n.max(1) as f64)
+            })
+            .unwrap_or_else(|| "-".into())
+        };
+        for skill in Skill::ALL {
+            let name = skill_name(skill);
+            if cards.iter().all(|(_, c)| !c.by_skill.contains_key(&name)) {
+                continue;
+            }
+            s += &format!("| {name} |");
+            for (_, c) in cards {
+                s += &format!(" {} |", mean(c.by_skill.get(&name)));
+            }
+            s += "\n";
+        }
+        s += "| **overall** |";
+        for (_, c) in cards {
+            s += &format!(" **{:.2}** |", c.overall.mean_score);
+        }
+        s += "\n| ended by itself |";
+        for (_, c) in cards {
+            s += &format!(" {:.0}% |", 100.0 * c.ended_rate);
+        }
+        s += "\n";
         s
     }
 }

@@ -40,6 +40,7 @@ fn scorecard_and_win_rate_follow_the_judge() {
             id: i.id.clone(),
             answer: String::new(),
             verdict: judge_item(i, ""),
+            ended: true,
         })
         .collect();
     let card = Scorecard::from_judged(&items, &silent);
@@ -58,6 +59,7 @@ fn scorecard_and_win_rate_follow_the_judge() {
                 id: i.id.clone(),
                 verdict: judge_item(i, &q),
                 answer: q,
+                ended: false,
             }
         })
         .collect();

@@ -26,8 +26,9 @@ pub struct StepReport {
 pub struct EvalReport {
     pub step: u64,
     pub val_loss: f64,
-    /// Bits per byte of source text: comparable across tokenizers.
-    pub val_bpb: f64,
+    /// Bits per byte of source text: comparable across tokenizers (when the stage knows
+    /// the bytes behind its tokens).
+    pub val_bpb: Option<f64>,
 }
 
 pub trait Hooks {
@@ -132,9 +133,13 @@ impl Hooks for ConsoleHooks<'_> {
 
     fn on_eval(&mut self, r: &EvalReport) {
         self.log("eval", r);
+        let bpb = r
+            .val_bpb
+            .map(|b| format!("  val bpb {b:.4}"))
+            .unwrap_or_default();
         self.say(&format!(
-            "step {:>6}  val loss {:.4}  val bpb {:.4}",
-            r.step, r.val_loss, r.val_bpb
+            "step {:>6}  val loss {:.4}{bpb}",
+            r.step, r.val_loss
         ));
     }
 

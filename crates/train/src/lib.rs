@@ -4,11 +4,14 @@ pub mod hooks;
 pub mod optim;
 pub mod pretrain;
 pub mod schedule;
+pub mod sft;
 pub mod state;
+pub mod trainer;
 
 pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
 pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
 pub use schedule::{Schedule, ScheduleKind};
+pub use sft::{sft, PackStats, Rows, SftOptions, SftSummary};
 
 /// Errors of a training run; each says what to fix.
 #[derive(Debug, thiserror::Error)]

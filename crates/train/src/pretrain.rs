@@ -2,22 +2,18 @@
 //! data, build or resume the model and optimizer, then loop (sample a batch, forward,
 //! backward, clip, step), evaluating, sampling and checkpointing at intervals.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::time::Instant;
 
-use candle_core::{Device, Tensor, Var};
-use ferrochat_model::{checkpoint, weights, Config, Llama};
+use candle_core::{Device, Tensor};
+use ferrochat_model::{weights, Config, Llama};
 use ferrochat_text::{Split, TokenShards};
 use ferrochat_tokenizer::Tokenizer;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::hooks::{EvalReport, Hooks, StepReport};
-use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::hooks::{EvalReport, Hooks};
+use crate::optim::AdamWConfig;
 use crate::schedule::{Schedule, ScheduleKind};
-use crate::state::TrainerState;
+use crate::trainer::{LoopOptions, Run};
 use crate::{Result, TrainError};
 
 /// Everything `ferrochat pretrain` sets.
@@ -132,47 +128,30 @@ pub fn pretrain(
         )));
     }
 
-    // model, optimizer and sampler position: fresh or from the checkpoint
-    let mut rng = ChaCha8Rng::seed_from_u64(opts.seed);
-    let (cfg, init, state) = if resume && checkpoint::resolve(out).is_ok() {
-        let (cfg, w) = checkpoint::load(out, device)?;
-        let (state, opt_state) = TrainerState::load(&checkpoint::resolve(out)?, device)?;
-        if state.options != opts.resume_key() {
-            return Err(TrainError::Resume(format!(
-                "{} was trained with {} but this run asks for {}",
-                out.display(),
-                state.options,
-                opts.resume_key()
-            )));
-        }
-        rng.set_word_pos(state.word_pos()?);
-        trim_metrics(out, state.step);
-        (cfg, w, Some((state, opt_state)))
-    } else {
+    let init = || {
         let mut cfg = Config::preset(&opts.preset, vocab, opts.seq_len)?;
         cfg.tie_word_embeddings = opts.tie_embeddings;
         let s = tokenizer.special();
         (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
             (Some(s.bos), Some(s.end), Some(s.pad));
         let w = weights::init_weights(&cfg, opts.seed, device)?;
-        (cfg, w, None)
+        Ok((cfg, w))
     };
-    let params = weights::to_vars(&cfg, &init)?;
-    drop(init);
-    let model = Llama::new(&cfg, &weights::var_tensors(&params, false), device)?;
-    // shares the parameters' storage, so it sees every update, but records no graph
-    let eval_model = Llama::new(&cfg, &weights::var_tensors(&params, true), device)?;
     let adam = AdamWConfig {
         weight_decay: opts.weight_decay,
         ..Default::default()
     };
-    let mut optimizer = AdamW::new(params.clone(), adam)?;
-    let (mut step, mut tokens, mut elapsed) = (0u64, 0u64, 0.0f64);
-    if let Some((state, opt_state)) = &state {
-        optimizer.load_state(opt_state)?;
-        (step, tokens, elapsed) = (state.step, state.tokens, state.elapsed_secs);
-        hooks.message(&format!("resuming {} at step {step}", out.display()));
-    }
+    let mut run = Run::start(
+        "pretrain",
+        out,
+        resume,
+        opts.resume_key(),
+        opts.seed,
+        adam,
+        device,
+        hooks,
+        init,
+    )?;
     let schedule = Schedule {
         kind: opts.schedule,
         max_lr: opts.lr,
@@ -183,115 +162,58 @@ pub fn pretrain(
     };
     let unigram_loss = unigram_baseline(&train, &val, vocab);
     let (b, t) = (opts.batch_size, opts.seq_len);
-    let mut train_loss = f64::NAN;
-    let mut last_eval = None;
-    let run_start = Instant::now() - std::time::Duration::from_secs_f64(elapsed);
-
-    while step < opts.steps {
-        let t0 = Instant::now();
-        let lr = schedule.lr(step);
-        let mut grads: Option<candle_core::backprop::GradStore> = None;
-        let mut loss_sum = 0.0;
-        for _ in 0..opts.grad_accum {
-            let (x, y) = train.random_batch(&mut rng, b, t)?;
+    let lo = LoopOptions {
+        steps: opts.steps,
+        grad_accum: opts.grad_accum,
+        grad_clip: opts.grad_clip,
+        eval_every: opts.eval_every,
+        sample_every: opts.sample_every,
+        checkpoint_every: opts.checkpoint_every,
+    };
+    let end = run.train(
+        &lo,
+        &schedule,
+        hooks,
+        |rng, _| {
+            let (x, y) = train.random_batch(rng, b, t)?;
             let x = Tensor::from_vec(x, (b, t), device)?;
             let y = Tensor::from_vec(y, (b, t), device)?;
-            let loss = model.loss(&x, &y)?;
-            loss_sum += loss.to_scalar::<f32>()? as f64;
-            let loss = if opts.grad_accum > 1 {
-                (loss / opts.grad_accum as f64)?
-            } else {
-                loss
-            };
-            let g = loss.backward()?;
-            grads = Some(match grads {
-                None => g,
-                Some(mut acc) => {
-                    for (_, v) in &params {
-                        if let (Some(a), Some(n)) = (acc.get(v.as_tensor()), g.get(v.as_tensor())) {
-                            let sum = (a + n)?;
-                            acc.insert(v.as_tensor(), sum);
-                        }
-                    }
-                    acc
-                }
-            });
-        }
-        let mut grads = grads.ok_or_else(|| TrainError::Options("no micro-batch ran".into()))?;
-        let grad_norm = clip_grad_norm(&mut grads, &params, opts.grad_clip)?;
-        optimizer.step(&grads, lr)?;
-        drop(grads);
-        step += 1;
-        tokens += (b * t * opts.grad_accum) as u64;
-        train_loss = loss_sum / opts.grad_accum as f64;
-        if !train_loss.is_finite() {
-            return Err(TrainError::Options(format!(
-                "the loss became {train_loss} at step {step}: lower --lr (now {})",
-                opts.lr
-            )));
-        }
-        let dt = t0.elapsed().as_secs_f64();
-        hooks.on_step(&StepReport {
-            step,
-            total_steps: opts.steps,
-            loss: train_loss,
-            lr,
-            grad_norm,
-            tokens,
-            tokens_per_sec: (b * t * opts.grad_accum) as f64 / dt,
-            elapsed_secs: run_start.elapsed().as_secs_f64(),
-        });
-        let last = step == opts.steps;
-        if (opts.eval_every > 0 && step % opts.eval_every == 0) || last {
-            let val_loss = evaluate(&eval_model, &val, b, t, opts.eval_batches, device)?;
-            let r = EvalReport {
+            Ok((x, y, (b * t) as u64))
+        },
+        |m, step| {
+            let val_loss = evaluate(m, &val, b, t, opts.eval_batches, device)?;
+            Ok(EvalReport {
                 step,
                 val_loss,
-                val_bpb: bpb(val_loss, val.bytes_per_token()),
-            };
-            hooks.on_eval(&r);
-            last_eval = Some(r);
-        }
-        if opts.sample_every > 0 && (step % opts.sample_every == 0 || last) {
-            hooks.sample(&eval_model, step);
-        }
-        if (opts.checkpoint_every > 0 && step % opts.checkpoint_every == 0) || last {
-            elapsed = run_start.elapsed().as_secs_f64();
-            let state = TrainerState {
-                stage: "pretrain".into(),
-                step,
-                tokens,
-                rng_word_pos: rng.get_word_pos().to_string(),
-                elapsed_secs: elapsed,
-                options: opts.resume_key(),
-            };
+                val_bpb: Some(bpb(val_loss, val.bytes_per_token())),
+            })
+        },
+        |run, end| {
+            let e = end.last_eval.as_ref();
             let metrics = serde_json::json!({
-                "train_loss": train_loss,
-                "val_loss": last_eval.as_ref().map(|e| e.val_loss),
-                "val_bpb": last_eval.as_ref().map(|e| e.val_bpb),
+                "train_loss": end.train_loss,
+                "val_loss": e.map(|e| e.val_loss),
+                "val_bpb": e.and_then(|e| e.val_bpb),
                 "unigram_loss": unigram_loss,
-                "tokens": tokens,
+                "tokens": run.tokens,
             });
-            save(
-                out, &cfg, &params, tokenizer, &optimizer, &state, metrics, data,
-            )?;
-            hooks.on_checkpoint(out, step);
-        }
-    }
-    let elapsed = run_start.elapsed().as_secs_f64();
-    let val_loss = match &last_eval {
+            run.save(tokenizer, serde_json::json!({ "shards": data }), metrics)
+        },
+    )?;
+    let elapsed = run.elapsed_secs();
+    let val_loss = match &end.last_eval {
         Some(e) => e.val_loss,
-        None => evaluate(&eval_model, &val, b, t, opts.eval_batches, device)?,
+        None => evaluate(&run.eval_model, &val, b, t, opts.eval_batches, device)?,
     };
     Ok(PretrainSummary {
-        steps: step,
-        tokens,
-        params: cfg.num_params(),
-        train_loss,
+        steps: run.step,
+        tokens: run.tokens,
+        params: run.cfg.num_params(),
+        train_loss: end.train_loss,
         val_loss,
         val_bpb: bpb(val_loss, val.bytes_per_token()),
         unigram_loss,
-        tokens_per_sec: tokens as f64 / elapsed.max(1e-9),
+        tokens_per_sec: run.tokens as f64 / elapsed.max(1e-9),
         elapsed_secs: elapsed,
     })
 }
@@ -347,67 +269,4 @@ fn unigram_baseline(train: &TokenShards, val: &TokenShards, vocab: usize) -> f64
         nll -= (c / total).ln();
     }
     nll / m.max(1) as f64
-}
-
-#[allow(clippy::too_many_arguments)]
-fn save(
-    out: &Path,
-    cfg: &Config,
-    params: &[(String, Var)],
-    tokenizer: &Tokenizer,
-    optimizer: &AdamW,
-    state: &TrainerState,
-    metrics: serde_json::Value,
-    data: &Path,
-) -> Result<()> {
-    let tensors: HashMap<String, Tensor> = params
-        .iter()
-        .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-        .collect();
-    let meta = checkpoint::Meta {
-        stage: "pretrain".into(),
-        step: state.step,
-        data: serde_json::json!({ "shards": data }),
-        metrics,
-        ..Default::default()
-    };
-    let opt_state = optimizer.state()?;
-    let live_metrics = out.join("metrics.jsonl");
-    checkpoint::save(out, cfg, &tensors, &meta, |dir| {
-        tokenizer
-            .save(dir)
-            .map_err(|e| ferrochat_model::ModelError::Io(e.to_string()))?;
-        state
-            .save(dir, opt_state)
-            .map_err(|e| ferrochat_model::ModelError::Io(e.to_string()))?;
-        if live_metrics.exists() {
-            std::fs::copy(&live_metrics, dir.join("metrics.jsonl")).map_err(|e| {
-                ferrochat_model::ModelError::Io(format!("{}: {e}", live_metrics.display()))
-            })?;
-        }
-        Ok(())
-    })?;
-    Ok(())
-}
-
-/// Drops metrics lines logged after the checkpoint a run resumes from.
-fn trim_metrics(out: &Path, step: u64) {
-    let path = out.join("metrics.jsonl");
-    let Ok(text) = std::fs::read_to_string(&path) else {
-        return;
-    };
-    let kept: Vec<&str> = text
-        .lines()
-        .filter(|l| {
-            serde_json::from_str::<serde_json::Value>(l)
-                .ok()
-                .and_then(|v| v["step"].as_u64())
-                .is_none_or(|s| s <= step)
-        })
-        .collect();
-    let mut body = kept.join("\n");
-    if !body.is_empty() {
-        body.push('\n');
-    }
-    let _ = std::fs::write(&path, body);
 }

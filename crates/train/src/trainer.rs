@@ -1,0 +1,288 @@
+//! The loop every training stage shares: fresh start or exact resume from a checkpoint
+//! folder, then (micro-batches, backward, clip, AdamW step) with periodic evaluation,
+//! samples and atomic checkpoints. A stage supplies the starting weights, its batches,
+//! its evaluation and what to record in the checkpoint; the rest is here, once.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use candle_core::{Device, Tensor, Var};
+use ferrochat_model::{checkpoint, weights, Config, Llama};
+use ferrochat_tokenizer::Tokenizer;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+
+use crate::hooks::{EvalReport, Hooks, StepReport};
+use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
+use crate::schedule::Schedule;
+use crate::state::TrainerState;
+use crate::{Result, TrainError};
+
+/// How often the loop does what, and how it steps.
+#[derive(Debug, Clone)]
+pub struct LoopOptions {
+    pub steps: u64,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    pub grad_clip: f64,
+    /// 0 disables (the last step always evaluates and checkpoints).
+    pub eval_every: u64,
+    pub sample_every: u64,
+    pub checkpoint_every: u64,
+}
+
+/// A model in training, with its optimizer and position.
+pub struct Run<'a> {
+    pub stage: &'static str,
+    pub out: &'a Path,
+    pub cfg: Config,
+    pub params: Vec<(String, Var)>,
+    /// Records the graph for backward.
+    pub model: Llama,
+    /// Shares the parameters' storage (sees every update) but records no graph.
+    pub eval_model: Llama,
+    pub optimizer: AdamW,
+    pub step: u64,
+    pub tokens: u64,
+    /// The stream batches are drawn from; its position is saved, so a resumed run draws
+    /// the same batches an unbroken one would.
+    pub rng: ChaCha8Rng,
+    started: Instant,
+    resume_key: serde_json::Value,
+}
+
+/// What the loop saw last.
+#[derive(Debug, Clone, Default)]
+pub struct LoopEnd {
+    pub train_loss: f64,
+    pub last_eval: Option<EvalReport>,
+}
+
+impl<'a> Run<'a> {
+    /// Resumes from `out` when asked and it holds a checkpoint (refusing if it was made
+    /// with other `resume_key` options), else starts from `init()`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn start(
+        stage: &'static str,
+        out: &'a Path,
+        resume: bool,
+        resume_key: serde_json::Value,
+        seed: u64,
+        adam: AdamWConfig,
+        device: &Device,
+        hooks: &mut dyn Hooks,
+        init: impl FnOnce() -> Result<(Config, HashMap<String, Tensor>)>,
+    ) -> Result<Self> {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (cfg, w, state) = if resume && checkpoint::resolve(out).is_ok() {
+            let (cfg, w) = checkpoint::load(out, device)?;
+            let (state, opt_state) = TrainerState::load(&checkpoint::resolve(out)?, device)?;
+            if state.stage != stage {
+                return Err(TrainError::Resume(format!(
+                    "{} holds a {} checkpoint, not {stage}: choose another --output",
+                    out.display(),
+                    state.stage
+                )));
+            }
+            if state.options != resume_key {
+                return Err(TrainError::Resume(format!(
+                    "{} was trained with {} but this run asks for {resume_key}",
+                    out.display(),
+                    state.options,
+                )));
+            }
+            rng.set_word_pos(state.word_pos()?);
+            trim_metrics(out, state.step);
+            (cfg, w, Some((state, opt_state)))
+        } else {
+            let (cfg, w) = init()?;
+            (cfg, w, None)
+        };
+        let params = weights::to_vars(&cfg, &w)?;
+        drop(w);
+        let model = Llama::new(&cfg, &weights::var_tensors(&params, false), device)?;
+        let eval_model = Llama::new(&cfg, &weights::var_tensors(&params, true), device)?;
+        let mut optimizer = AdamW::new(params.clone(), adam)?;
+        let (mut step, mut tokens, mut elapsed) = (0, 0, 0.0);
+        if let Some((state, opt_state)) = &state {
+            optimizer.load_state(opt_state)?;
+            (step, tokens, elapsed) = (state.step, state.tokens, state.elapsed_secs);
+            hooks.message(&format!("resuming {} at step {step}", out.display()));
+        }
+        Ok(Self {
+            stage,
+            out,
+            cfg,
+            params,
+            model,
+            eval_model,
+            optimizer,
+            step,
+            tokens,
+            rng,
+            started: Instant::now() - Duration::from_secs_f64(elapsed),
+            resume_key,
+        })
+    }
+
+    /// Seconds of training so far, across resumes.
+    pub fn elapsed_secs(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// Runs to `lo.steps`. `batch` gives one micro-batch (inputs and targets, (B, T) u32,
+    /// targets [`ferrochat_model::ops::IGNORE`] where nothing is learned) and the number of
+    /// tokens it trains on; `eval` measures the model; `save` writes a checkpoint given the
+    /// metrics to record.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train(
+        &mut self,
+        lo: &LoopOptions,
+        schedule: &Schedule,
+        hooks: &mut dyn Hooks,
+        mut batch: impl FnMut(&mut ChaCha8Rng, u64) -> Result<(Tensor, Tensor, u64)>,
+        mut eval: impl FnMut(&Llama, u64) -> Result<EvalReport>,
+        mut save: impl FnMut(&Run, &LoopEnd) -> Result<()>,
+    ) -> Result<LoopEnd> {
+        let mut end = LoopEnd {
+            train_loss: f64::NAN,
+            last_eval: None,
+        };
+        while self.step < lo.steps {
+            let t0 = Instant::now();
+            let lr = schedule.lr(self.step);
+            let mut grads: Option<candle_core::backprop::GradStore> = None;
+            let (mut loss_sum, mut step_tokens) = (0.0, 0u64);
+            for _ in 0..lo.grad_accum {
+                let (x, y, n) = batch(&mut self.rng, self.step)?;
+                step_tokens += n;
+                let loss = self.model.loss(&x, &y)?;
+                loss_sum += loss.to_scalar::<f32>()? as f64;
+                let loss = if lo.grad_accum > 1 {
+                    (loss / lo.grad_accum as f64)?
+                } else {
+                    loss
+                };
+                let g = loss.backward()?;
+                grads = Some(match grads {
+                    None => g,
+                    Some(mut acc) => {
+                        for (_, v) in &self.params {
+                            if let (Some(a), Some(n)) =
+                                (acc.get(v.as_tensor()), g.get(v.as_tensor()))
+                            {
+                                let sum = (a + n)?;
+                                acc.insert(v.as_tensor(), sum);
+                            }
+                        }
+                        acc
+                    }
+                });
+            }
+            let mut grads =
+                grads.ok_or_else(|| TrainError::Options("no micro-batch ran".into()))?;
+            let grad_norm = clip_grad_norm(&mut grads, &self.params, lo.grad_clip)?;
+            self.optimizer.step(&grads, lr)?;
+            drop(grads);
+            self.step += 1;
+            self.tokens += step_tokens;
+            end.train_loss = loss_sum / lo.grad_accum as f64;
+            if !end.train_loss.is_finite() {
+                return Err(TrainError::Options(format!(
+                    "the loss became {} at step {}: lower --lr (now {})",
+                    end.train_loss, self.step, schedule.max_lr
+                )));
+            }
+            let dt = t0.elapsed().as_secs_f64();
+            hooks.on_step(&StepReport {
+                step: self.step,
+                total_steps: lo.steps,
+                loss: end.train_loss,
+                lr,
+                grad_norm,
+                tokens: self.tokens,
+                tokens_per_sec: step_tokens as f64 / dt,
+                elapsed_secs: self.elapsed_secs(),
+            });
+            let last = self.step == lo.steps;
+            if (lo.eval_every > 0 && self.step % lo.eval_every == 0) || last {
+                let r = eval(&self.eval_model, self.step)?;
+                hooks.on_eval(&r);
+                end.last_eval = Some(r);
+            }
+            if lo.sample_every > 0 && (self.step % lo.sample_every == 0 || last) {
+                hooks.sample(&self.eval_model, self.step);
+            }
+            if (lo.checkpoint_every > 0 && self.step % lo.checkpoint_every == 0) || last {
+                save(self, &end)?;
+                hooks.on_checkpoint(self.out, self.step);
+            }
+        }
+        Ok(end)
+    }
+
+    /// Writes the model, the tokenizer and the trainer state to `out` atomically.
+    pub fn save(
+        &self,
+        tokenizer: &Tokenizer,
+        data: serde_json::Value,
+        metrics: serde_json::Value,
+    ) -> Result<()> {
+        let state = TrainerState {
+            stage: self.stage.into(),
+            step: self.step,
+            tokens: self.tokens,
+            rng_word_pos: self.rng.get_word_pos().to_string(),
+            elapsed_secs: self.elapsed_secs(),
+            options: self.resume_key.clone(),
+        };
+        let tensors: HashMap<String, Tensor> = self
+            .params
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let meta = checkpoint::Meta {
+            stage: self.stage.into(),
+            step: self.step,
+            data,
+            metrics,
+            ..Default::default()
+        };
+        let opt_state = self.optimizer.state()?;
+        let live_metrics = self.out.join("metrics.jsonl");
+        checkpoint::save(self.out, &self.cfg, &tensors, &meta, |dir| {
+            let io = |e: String| ferrochat_model::ModelError::Io(e);
+            tokenizer.save(dir).map_err(|e| io(e.to_string()))?;
+            state.save(dir, opt_state).map_err(|e| io(e.to_string()))?;
+            if live_metrics.exists() {
+                std::fs::copy(&live_metrics, dir.join("metrics.jsonl"))
+                    .map_err(|e| io(format!("{}: {e}", live_metrics.display())))?;
+            }
+            Ok(())
+        })?;
+        Ok(())
+    }
+}
+
+/// Drops metrics lines logged after the checkpoint a run resumes from.
+fn trim_metrics(out: &Path, step: u64) {
+    let path = out.join("metrics.jsonl");
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return;
+    };
+    let kept: Vec<&str> = text
+        .lines()
+        .filter(|l| {
+            serde_json::from_str::<serde_json::Value>(l)
+                .ok()
+                .and_then(|v| v["step"].as_u64())
+                .is_none_or(|s| s <= step)
+        })
+        .collect();
+    let mut body = kept.join("\n");
+    if !body.is_empty() {
+        body.push('\n');
+    }
+    let _ = std::fs::write(&path, body);
+}
