@@ -2,6 +2,7 @@
 //! and `speedrun` for the whole pipeline.
 
 mod bench;
+mod chat;
 mod data;
 mod eval;
 mod generate;
@@ -45,6 +46,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Continue a prompt with a checkpoint
     Generate(generate::Args),
+    /// Chat with a checkpoint in the terminal (reads stdin when piped)
+    Chat(chat::Args),
     /// Answer the world's held-out prompts and score them with the judge
     Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
@@ -71,6 +74,7 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(c) => bench::run(c),
