@@ -206,15 +206,15 @@ impl<'a> Run<'a> {
                 elapsed_secs: self.elapsed_secs(),
             });
             let last = self.step == lo.steps;
-            if (lo.eval_every > 0 && self.step % lo.eval_every == 0) || last {
+            if (lo.eval_every > 0 && self.step.is_multiple_of(lo.eval_every)) || last {
                 let r = eval(&self.eval_model, self.step)?;
                 hooks.on_eval(&r);
                 end.last_eval = Some(r);
             }
-            if lo.sample_every > 0 && (self.step % lo.sample_every == 0 || last) {
+            if lo.sample_every > 0 && (self.step.is_multiple_of(lo.sample_every) || last) {
                 hooks.sample(&self.eval_model, self.step);
             }
-            if (lo.checkpoint_every > 0 && self.step % lo.checkpoint_every == 0) || last {
+            if (lo.checkpoint_every > 0 && self.step.is_multiple_of(lo.checkpoint_every)) || last {
                 save(self, &end)?;
                 hooks.on_checkpoint(self.out, self.step);
             }
