@@ -176,8 +176,7 @@ pub fn eval_model(dir: &Path, items: &[EvalItem], a: &Args) -> Result<Outcome> {
         sampling: if a.temperature > 0.0 {
             SamplingParams {
                 temperature: a.temperature,
-                top_k: 0,
-                top_p: 1.0,
+                ..SamplingParams::greedy()
             }
         } else {
             SamplingParams::greedy()

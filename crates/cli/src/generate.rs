@@ -21,8 +21,15 @@ pub struct Args {
     /// 0 for no limit
     #[arg(long, default_value_t = 50)]
     pub top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this probability (1 for no limit)
     #[arg(long, default_value_t = 0.95)]
     pub top_p: f32,
+    /// Keep only tokens at least this fraction as likely as the best one (0 for off)
+    #[arg(long, default_value_t = 0.0)]
+    pub min_p: f32,
+    /// Penalise tokens already in the text: above 1 discourages repeats (1 for off)
+    #[arg(long, default_value_t = 1.0)]
+    pub repetition_penalty: f32,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Print tokens/s to stderr at the end
@@ -33,16 +40,24 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let sampling = SamplingParams {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        min_p: a.min_p,
+        repetition_penalty: a.repetition_penalty,
+    };
+    if let Err(e) = sampling.validate() {
+        // name the flag rather than the field
+        let (field, rest) = e.split_once(' ').unwrap_or((&e, ""));
+        anyhow::bail!("--{} {rest}", field.replace('_', "-"));
+    }
     let (tok, model, _) = crate::runtime::open_model(&a.model, &a.device)?;
     let mut ids = vec![tok.special().bos];
     ids.extend(tok.encode(&a.prompt)?);
     let opts = GenerateOptions {
         max_new_tokens: a.max_tokens,
-        sampling: SamplingParams {
-            temperature: a.temperature,
-            top_k: a.top_k,
-            top_p: a.top_p,
-        },
+        sampling,
         seed: a.seed,
         stop: vec![tok.special().bos, tok.special().end],
     };

@@ -144,6 +144,7 @@ pub fn sample(m: &Llama, tok: &Tokenizer, prompt: &str, seed: u64) -> Result<Str
             temperature: 0.7,
             top_k: 40,
             top_p: 0.95,
+            ..SamplingParams::default()
         },
         seed,
         stop: vec![tok.special().bos, tok.special().end],
