@@ -5,7 +5,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::{Device, Tensor};
-use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
+use ferrochat_engine::{Batch, GenerateOptions, SamplingParams};
 use ferrochat_model::{checkpoint, weights, Config, Llama};
 use ferrochat_train::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use rand::{Rng, SeedableRng};
@@ -15,7 +15,7 @@ use rand_chacha::ChaCha8Rng;
 pub enum Command {
     /// Training step throughput (tokens/s) and model-FLOPs utilisation
     Train(TrainArgs),
-    /// Prefill and decode tokens/s with the KV cache
+    /// Prefill and decode tokens/s with the KV cache, at batch 1 and 8 (aggregate and per sequence)
     Generate(GenerateArgs),
 }
 
@@ -54,11 +54,16 @@ pub struct GenerateArgs {
     pub preset: String,
     #[arg(long, default_value_t = 8192)]
     pub vocab: usize,
+    /// Tokens in each prompt
     #[arg(long, default_value_t = 16)]
     pub prompt_len: usize,
-    /// New tokens per run (greedy, no stop token)
+    /// New tokens per sequence and run (greedy, no stop token)
     #[arg(long, default_value_t = 200)]
     pub tokens: usize,
+    /// Sequences decoded together, one measurement per size (comma-separated)
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    pub batch: Vec<usize>,
+    /// Timed runs per batch size (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
     #[arg(long, default_value = "cpu")]
@@ -188,6 +193,31 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
+/// One run at batch size `prompts.len()`: (prefill tokens/s, aggregate decode tokens/s).
+/// Prompts are prefilled one after another, then decoded together to the end.
+fn gen_run(model: &Llama, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Result<(f64, f64)> {
+    let mut batch = Batch::new(model);
+    let t = Instant::now();
+    for p in prompts {
+        batch.add(p, opts)?;
+    }
+    model.device().synchronize()?;
+    let prefill = t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut tokens = 0usize;
+    while !batch.is_empty() {
+        tokens += batch.step()?.len();
+    }
+    let decode = t.elapsed().as_secs_f64();
+    // each sequence's first token comes from its prefill's logits
+    let decoded = tokens.saturating_sub(prompts.len());
+    let prompt_tokens: usize = prompts.iter().map(|p| p.len()).sum();
+    Ok((
+        prompt_tokens as f64 / prefill.max(1e-9),
+        decoded as f64 / decode.max(1e-9),
+    ))
+}
+
 fn gen(a: GenerateArgs) -> Result<()> {
     let device = crate::runtime::device(&a.device)?;
     let (cfg, w) = match &a.model {
@@ -198,10 +228,21 @@ fn gen(a: GenerateArgs) -> Result<()> {
             (cfg, w)
         }
     };
+    anyhow::ensure!(a.prompt_len > 0, "--prompt-len must be at least 1");
+    anyhow::ensure!(a.tokens > 0, "--tokens must be at least 1");
+    anyhow::ensure!(
+        a.batch.iter().all(|&b| b > 0),
+        "--batch sizes must be at least 1"
+    );
     let model = Llama::new(&cfg, &w, &device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
-    let prompt: Vec<u32> = (0..a.prompt_len)
-        .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+    let max_batch = a.batch.iter().copied().max().unwrap_or(1);
+    let prompts: Vec<Vec<u32>> = (0..max_batch)
+        .map(|_| {
+            (0..a.prompt_len)
+                .map(|_| rng.random_range(0..cfg.vocab_size as u32))
+                .collect()
+        })
         .collect();
     let opts = GenerateOptions {
         max_new_tokens: a.tokens,
@@ -209,27 +250,52 @@ fn gen(a: GenerateArgs) -> Result<()> {
         seed: 0,
         stop: vec![],
     };
-    let _ = generate(&model, &prompt, &opts, |_| true)?; // warm-up
-    let (mut pre, mut dec) = (Vec::new(), Vec::new());
-    for _ in 0..a.runs.max(1) {
-        let g = generate(&model, &prompt, &opts, |_| true)?;
-        pre.push(prompt.len() as f64 / g.prefill_secs.max(1e-9));
-        dec.push(g.decode_tokens_per_sec());
-    }
-    let (p, d) = (median(pre), median(dec));
-    println!(
-        "{:.2}M parameters: prefill {:.0} tokens/s, decode {:.1} tokens/s (batch 1, {}-token prompt, {} new tokens, median of {})",
+    let runs = a.runs.max(1);
+    eprintln!(
+        "bench generate: {:.2}M parameters, {}-token prompts, {} new tokens per sequence, median of {runs}",
         cfg.num_params() as f64 / 1e6,
-        p,
-        d,
         a.prompt_len,
         a.tokens,
-        a.runs
     );
+    let mut rows = Vec::new();
+    for &b in &a.batch {
+        let _ = gen_run(&model, &prompts[..b], &opts)?; // warm-up
+        let (mut pre, mut dec) = (Vec::new(), Vec::new());
+        for _ in 0..runs {
+            let (p, d) = gen_run(&model, &prompts[..b], &opts)?;
+            pre.push(p);
+            dec.push(d);
+        }
+        let (p, d) = (median(pre), median(dec));
+        rows.push(serde_json::json!({
+            "batch": b, "prefill_tokens_per_sec": p, "decode_tokens_per_sec": d,
+            "decode_tokens_per_sec_per_sequence": d / b as f64,
+        }));
+    }
+    println!(
+        "{:>5}  {:>13}  {:>12}  {:>16}  {:>11}",
+        "batch", "prefill tok/s", "decode tok/s", "per sequence", "ms per step"
+    );
+    for r in &rows {
+        let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+        let b = r["batch"].as_u64().unwrap_or(1);
+        let d = f("decode_tokens_per_sec");
+        println!(
+            "{b:>5}  {:>13.0}  {d:>12.1}  {:>16.1}  {:>11.2}",
+            f("prefill_tokens_per_sec"),
+            d / b as f64,
+            1e3 * b as f64 / d
+        );
+    }
+    // the top-level figures are batch 1's, as before batch sizes were measured
+    let first = |k: &str| rows.iter().find(|r| r["batch"] == 1).map(|r| r[k].clone());
     println!(
         "{}",
-        serde_json::json!({"params": cfg.num_params(), "prefill_tokens_per_sec": p, "decode_tokens_per_sec": d,
-            "prompt_len": a.prompt_len, "new_tokens": a.tokens})
+        serde_json::json!({"params": cfg.num_params(), "prompt_len": a.prompt_len,
+            "new_tokens": a.tokens, "runs": runs,
+            "prefill_tokens_per_sec": first("prefill_tokens_per_sec"),
+            "decode_tokens_per_sec": first("decode_tokens_per_sec"),
+            "batches": rows})
     );
     Ok(())
 }

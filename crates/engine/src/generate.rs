@@ -1,12 +1,16 @@
-//! Generation for one sequence: prefill the prompt into the KV cache in one pass, then
-//! decode a token at a time until a stop token or the length limit.
+//! Generation to the end: one sequence ([`generate`]) or several at once
+//! ([`generate_batch`]), each prefilled in one pass into its own KV cache, then decoded
+//! a token at a time (all sequences in one batched forward) until a stop token, the
+//! length limit or the caller says stop. Both run on [`Batch`].
 
+use std::collections::HashMap;
+use std::sync::mpsc::Sender;
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
-use ferrochat_model::{Llama, Result};
+use ferrochat_model::{Llama, ModelError, Result};
 
-use crate::sampler::{Sampler, SamplingParams};
+use crate::batch::{budget, Batch, FinishReason};
+use crate::sampler::SamplingParams;
 
 #[derive(Debug, Clone)]
 pub struct GenerateOptions {
@@ -23,11 +27,15 @@ pub struct Generation {
     pub tokens: Vec<u32>,
     /// True when a stop token ended it (rather than the length limit).
     pub stopped: bool,
+    pub finish: FinishReason,
     pub prefill_secs: f64,
+    /// Wall time from the end of the prefills to this sequence's last token; in a batch
+    /// the sequences share it.
     pub decode_secs: f64,
 }
 
 impl Generation {
+    /// Tokens per second after the first (which comes from the prefill's logits).
     pub fn decode_tokens_per_sec(&self) -> f64 {
         self.tokens.len().saturating_sub(1) as f64 / self.decode_secs.max(1e-9)
     }
@@ -41,52 +49,84 @@ pub fn generate(
     opts: &GenerateOptions,
     mut on_token: impl FnMut(u32) -> bool,
 ) -> Result<Generation> {
-    let mut out = Generation::default();
-    if prompt.is_empty() {
-        return Err(ferrochat_model::ModelError::Config(
-            "empty prompt: nothing to continue".into(),
-        ));
+    let mut g = generate_batch(model, &[prompt], std::slice::from_ref(opts), |_, t| {
+        on_token(t)
+    })?;
+    Ok(g.pop().expect("one generation per prompt"))
+}
+
+/// Generates after each of `prompts` at once, with `opts` one per prompt or one for
+/// all. Prompts may differ in length; sequences decode together and each leaves when it
+/// finishes. `on_token(i, token)` sees each new token of prompt `i` as it is chosen and
+/// can end that sequence by returning false. A prompt with no room for a new token
+/// (`max_new_tokens` 0, or as long as the context) gets an empty [`Generation`].
+pub fn generate_batch<P: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[P],
+    opts: &[GenerateOptions],
+    mut on_token: impl FnMut(usize, u32) -> bool,
+) -> Result<Vec<Generation>> {
+    if opts.len() != prompts.len() && opts.len() != 1 {
+        return Err(ModelError::Config(format!(
+            "{} generation options for {} prompts (give one per prompt, or one for all)",
+            opts.len(),
+            prompts.len()
+        )));
     }
-    let ctx = model.config().max_position_embeddings;
-    let budget = opts.max_new_tokens.min(ctx.saturating_sub(prompt.len()));
-    if budget == 0 {
-        return Ok(out);
+    let opt = |i: usize| &opts[i.min(opts.len() - 1)];
+    let mut out = vec![Generation::default(); prompts.len()];
+    let mut batch = Batch::new(model);
+    let mut index = HashMap::new();
+    for (i, p) in prompts.iter().enumerate() {
+        let p = p.as_ref();
+        if !p.is_empty() && budget(model, p.len(), opt(i).max_new_tokens) == 0 {
+            continue;
+        }
+        let t = Instant::now();
+        index.insert(batch.add(p, opt(i))?, i);
+        out[i].prefill_secs = t.elapsed().as_secs_f64();
     }
-    let mut sampler = Sampler::new(opts.sampling, opts.seed);
-    let mut cache = model.new_cache();
-    let dev: &Device = model.device();
     let t0 = Instant::now();
-    let ids = Tensor::new(prompt, dev)?.unsqueeze(0)?;
-    let mut logits: Vec<f32> = model
-        .forward_cached(&ids, &mut cache)?
-        .squeeze(0)?
-        .to_vec1()?;
-    out.prefill_secs = t0.elapsed().as_secs_f64();
-    let t1 = Instant::now();
-    loop {
-        let next = sampler.sample(&logits);
-        out.tokens.push(next);
-        let go_on = on_token(next);
-        if opts.stop.contains(&next) {
-            out.stopped = true;
-            break;
+    while !batch.is_empty() {
+        for e in batch.step()? {
+            let i = index[&e.id];
+            let g = &mut out[i];
+            g.tokens.push(e.token);
+            let go_on = on_token(i, e.token);
+            let finish = match e.finish {
+                Some(f) => Some(f),
+                None if !go_on => {
+                    batch.cancel(e.id);
+                    Some(FinishReason::Cancelled)
+                }
+                None => None,
+            };
+            if let Some(f) = finish {
+                g.finish = f;
+                g.stopped = f == FinishReason::Stop;
+                g.decode_secs = t0.elapsed().as_secs_f64();
+            }
         }
-        if !go_on || out.tokens.len() >= budget {
-            break;
-        }
-        let ids = Tensor::new(&[next], dev)?.unsqueeze(0)?;
-        logits = model
-            .forward_cached(&ids, &mut cache)?
-            .squeeze(0)?
-            .to_vec1()?;
     }
-    out.decode_secs = t1.elapsed().as_secs_f64();
     Ok(out)
+}
+
+/// [`generate_batch`] streaming `(prompt index, token)` into a channel; a receiver that
+/// hangs up cancels every sequence at its next token. Run it on its own thread (a
+/// scoped one can borrow the model) and read the channel on another.
+pub fn generate_batch_to<P: AsRef<[u32]>>(
+    model: &Llama,
+    prompts: &[P],
+    opts: &[GenerateOptions],
+    tx: Sender<(usize, u32)>,
+) -> Result<Vec<Generation>> {
+    generate_batch(model, prompts, opts, |i, t| tx.send((i, t)).is_ok())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use candle_core::{Device, Tensor};
     use ferrochat_model::{weights, Config};
 
     #[test]
