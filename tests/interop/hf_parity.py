@@ -80,6 +80,29 @@ def main():
         want = "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|assistant|>"
         if rendered != want:
             failures.append(f"chat template renders {rendered!r}, expected {want!r}")
+        # the ids of whole conversations, as transformers renders them, equal ours
+        conversations = [
+            [{"role": "system", "content": "Be brief."},
+             {"role": "user", "content": "What is the capital of France?"},
+             {"role": "assistant", "content": "Paris.\nIt is on the Seine."},
+             {"role": "user", "content": "法国的首都是哪里？"},
+             {"role": "assistant", "content": "巴黎。"}],
+            [{"role": "user", "content": "fn main() { println!(\"{}\", 7 * 8); }"}],
+        ]
+        for conv in conversations:
+            for gen in (False, True):
+                cmd = [fc, "tokenizer", "encode", "--model", model, "--chat",
+                       json.dumps({"messages": conv})]
+                if gen:
+                    cmd.append("--add-generation-prompt")
+                ours = json.loads(subprocess.run(cmd, check=True, capture_output=True, text=True).stdout)
+                theirs = auto_tok.apply_chat_template(conv, tokenize=True, add_generation_prompt=gen)
+                if hasattr(theirs, "keys"):
+                    theirs = theirs["input_ids"]
+                if list(theirs) != ours["ids"]:
+                    failures.append(f"chat ids differ (generation prompt {gen}): {list(theirs)} vs {ours['ids']}")
+                else:
+                    print(f"chat template ids match ({len(ours['ids'])} tokens, generation prompt {gen})")
     if failures:
         sys.exit("FAILED:\n  " + "\n  ".join(failures))
     print("hf parity: ok")

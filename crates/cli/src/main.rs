@@ -9,6 +9,7 @@ mod generate;
 mod logits;
 mod pretrain;
 mod runtime;
+mod sft;
 mod speedrun;
 mod tokenizer;
 mod world;
@@ -44,6 +45,8 @@ enum Command {
     Data(data::Command),
     /// Pretrain a model on token shards (next-token prediction)
     Pretrain(pretrain::Args),
+    /// Fine-tune a pretrained checkpoint on dialogues (loss on the assistant's tokens only)
+    Sft(sft::Args),
     /// Continue a prompt with a checkpoint
     Generate(generate::Args),
     /// Chat with a checkpoint in the terminal (reads stdin when piped)
@@ -73,6 +76,7 @@ fn main() {
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(a),
+        Command::Sft(a) => sft::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),

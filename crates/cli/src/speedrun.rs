@@ -33,6 +33,7 @@ struct Plan {
     world: WorldConfig,
     vocab: usize,
     pretrain: crate::pretrain::Args,
+    sft: crate::sft::Args,
     eval_items: usize,
 }
 
@@ -68,6 +69,37 @@ fn plan(a: &Args) -> Plan {
         quiet: a.quiet,
         device: a.device.clone(),
     };
+    let world_dir = out.join("world");
+    let mut sft = crate::sft::Args {
+        base: out.join("base"),
+        data: world_dir.join("sft.jsonl"),
+        val: Some(world_dir.join("sft_val.jsonl")),
+        output: out.join("chat"),
+        steps: 0,
+        epochs: 2.0,
+        batch: 8,
+        seq: 0,
+        grad_accum: 1,
+        lr: 1e-3,
+        min_lr_frac: 0.0,
+        warmup: 10,
+        schedule: ferrochat_train::ScheduleKind::Cosine,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        eval_every: 100,
+        eval_batches: 16,
+        sample_every: 0,
+        sample_prompt: "What is the capital of France?".into(),
+        checkpoint_every: 100,
+        seed: a.seed,
+        no_pack: false,
+        mix_pretrain: 0.0,
+        pretrain_data: None,
+        on_bad: crate::sft::BadRecords::Fail,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
     let mut vocab = 4096;
     let mut eval_items = 150;
     if a.quick {
@@ -84,12 +116,16 @@ fn plan(a: &Args) -> Plan {
         pretrain.eval_batches = 4;
         pretrain.sample_every = 0;
         pretrain.checkpoint_every = 60;
+        sft.eval_every = 0;
+        sft.eval_batches = 4;
+        sft.checkpoint_every = 0;
         eval_items = 24;
     }
     Plan {
         world,
         vocab,
         pretrain,
+        sft,
         eval_items,
     }
 }
@@ -178,14 +214,14 @@ pub fn run(a: Args) -> Result<()> {
 
     stage(a.quiet, "eval (base model, few-shot)");
     let t = Instant::now();
-    let eval_args = crate::eval::Args {
+    let mut eval_args = crate::eval::Args {
         model: Some(base.clone()),
         compare: None,
         heldout: Some(world_dir.join("heldout.jsonl")),
         world_seed: a.seed,
         few_shot: Some(3),
         limit: Some(p.eval_items),
-        max_tokens: 48,
+        max_tokens: 64,
         temperature: 0.0,
         seed: a.seed,
         output: None,
@@ -196,7 +232,21 @@ pub fn run(a: Args) -> Result<()> {
     let outcome = crate::eval::eval_model(&base, &items, &eval_args)?;
     crate::eval::write_results(&out.join("eval_base.json"), &base, &outcome)?;
     report.eval_base = Some(outcome.card);
-    report.times.push(("eval", t.elapsed().as_secs_f64()));
+    report.times.push(("eval base", t.elapsed().as_secs_f64()));
+
+    stage(a.quiet, "sft");
+    let t = Instant::now();
+    report.sft = Some(crate::sft::train(&p.sft)?);
+    report.times.push(("sft", t.elapsed().as_secs_f64()));
+
+    stage(a.quiet, "eval (chat model)");
+    let t = Instant::now();
+    let chat = p.sft.output.clone();
+    eval_args.few_shot = Some(0);
+    let outcome = crate::eval::eval_model(&chat, &items, &eval_args)?;
+    crate::eval::write_results(&out.join("eval_sft.json"), &chat, &outcome)?;
+    report.eval_sft = Some(outcome.card);
+    report.times.push(("eval sft", t.elapsed().as_secs_f64()));
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
     let path = out.join("report.md");
@@ -212,11 +262,14 @@ pub fn run(a: Args) -> Result<()> {
         })
         .map(|p| p.display().to_string())
         .unwrap_or_else(|| "ferrochat".into());
-    println!(
-        "model:  {}   (try: {exe} generate --model {} --prompt \"The capital of France is\")",
-        base.display(),
-        base.display()
-    );
+    if let (Some(b), Some(c)) = (&report.eval_base, &report.eval_sft) {
+        println!(
+            "judged score on {} held-out prompts: base {:.3} -> chat {:.3}",
+            c.overall.n, b.overall.mean_score, c.overall.mean_score
+        );
+    }
+    println!("chat model: {}", chat.display());
+    println!("chat with it:  {exe} chat --model {}", chat.display());
     println!("report: {}", path.display());
     Ok(())
 }
@@ -253,6 +306,8 @@ struct Report {
     pretrain: Option<ferrochat_train::PretrainSummary>,
     samples: Vec<(String, String)>,
     eval_base: Option<ferrochat_eval::Scorecard>,
+    sft: Option<ferrochat_train::SftSummary>,
+    eval_sft: Option<ferrochat_eval::Scorecard>,
     times: Vec<(&'static str, f64)>,
     total_secs: f64,
 }
@@ -295,9 +350,28 @@ impl Report {
                 s += &format!("| {prompt} | {t} |\n");
             }
         }
+        if let Some(r) = &self.sft {
+            s += &format!(
+                "\n## Supervised fine-tuning\n\n{} dialogues ({} cut to fit the context, {} too long) packed into {} rows of {} tokens \
+                 ({:.0}% filled, {:.0}% of positions are answer tokens); {} steps, {} tokens in {:.0} s ({:.0} tokens/s).\n\n\
+                 | metric | value |\n|---|---|\n| train loss | {:.3} |\n| answer loss on validation dialogues, before | {:.3} |\n| after | {:.3} |\n",
+                r.pack.conversations, r.pack.truncated, r.pack.too_long, r.pack.rows, p.pretrain.seq,
+                100.0 * r.pack.fill, 100.0 * r.pack.target_share, r.steps, r.tokens, r.elapsed_secs,
+                r.tokens_per_sec, r.train_loss, r.val_loss_before, r.val_loss
+            );
+        }
+        s += "\n## Judged evaluation on held-out prompts\n\nGreedy answers to the world's held-out prompts, scored by its judge (mean score; share of answers passing every skill).\n";
         if let Some(card) = &self.eval_base {
-            s += "\n## Judged evaluation on held-out prompts\n\nBase model, prompted with 3 worked examples (GPT-3 style), greedy; mean judge score (share of answers passing every skill):\n\n";
+            s += "\n### Base model, prompted with 3 worked examples (GPT-3 style)\n\n";
             s += &card.markdown();
+        }
+        if let Some(card) = &self.eval_sft {
+            s += "\n### Chat model after SFT, asked directly in the chat format\n\n";
+            s += &card.markdown();
+        }
+        if let (Some(b), Some(c)) = (&self.eval_base, &self.eval_sft) {
+            s += "\n### Base vs chat, mean judge score per skill\n\n";
+            s += &ferrochat_eval::Scorecard::compare_markdown(&[("base (3-shot)", b), ("SFT", c)]);
         }
         s
     }

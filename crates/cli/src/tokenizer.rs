@@ -43,7 +43,14 @@ pub struct EncodeArgs {
     /// A tokenizer folder or tokenizer.json (a checkpoint folder works too)
     #[arg(long)]
     pub model: PathBuf,
+    /// The text; with --chat, a conversation as JSON: {"messages":[{"role":..,"content":..}]}
     pub text: String,
+    /// Render TEXT with the chat template and print the ids and the loss mask as JSON
+    #[arg(long)]
+    pub chat: bool,
+    /// With --chat: end with `<|assistant|>` so the model answers next
+    #[arg(long)]
+    pub add_generation_prompt: bool,
 }
 
 pub fn run(cmd: Command) -> Result<()> {
@@ -64,6 +71,21 @@ pub fn run(cmd: Command) -> Result<()> {
                     a.output.display()
                 );
             }
+            Ok(())
+        }
+        Command::Encode(a) if a.chat => {
+            let tok = Tokenizer::load(&a.model)?;
+            let conv: ferrochat_text::Conversation = serde_json::from_str(&a.text)
+                .map_err(|e| anyhow::anyhow!("--chat expects {{\"messages\": [...]}}: {e}"))?;
+            let mut enc = tok.encode_chat(&conv.messages)?;
+            if a.add_generation_prompt {
+                enc.ids.push(tok.special().assistant);
+                enc.mask.push(false);
+            }
+            println!(
+                "{}",
+                serde_json::json!({ "ids": enc.ids, "mask": enc.mask })
+            );
             Ok(())
         }
         Command::Encode(a) => {

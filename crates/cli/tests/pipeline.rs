@@ -264,6 +264,8 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "data/manifest.json",
         "base/model.safetensors",
         "eval_base.json",
+        "chat/model.safetensors",
+        "eval_sft.json",
     ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
@@ -273,7 +275,9 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "## Pretraining",
         "unigram baseline",
         "## Samples",
+        "## Supervised fine-tuning",
         "## Judged evaluation",
+        "### Base vs chat",
     ] {
         assert!(
             report.contains(section),
@@ -285,6 +289,105 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         .args(["speedrun", "--quick", "--quiet", "--output"])
         .arg(&run));
     assert!(again.contains("report:"), "{again}");
+    assert!(again.contains("chat --model"), "{again}");
     let meta = std::fs::read_to_string(run.join("base/meta.json")).unwrap();
     assert!(meta.contains("\"step\": 120"), "{meta}");
+    let meta = std::fs::read_to_string(run.join("chat/meta.json")).unwrap();
+    assert!(meta.contains("\"stage\": \"sft\""), "{meta}");
+}
+
+fn sft(base: &Path, data: &Path, out: &Path, steps: u32) -> Command {
+    let mut c = bin();
+    c.args([
+        "sft",
+        "--quiet",
+        "--batch",
+        "4",
+        "--lr",
+        "3e-3",
+        "--eval-every",
+        "0",
+    ])
+    .args(["--checkpoint-every", "5", "--steps", &steps.to_string()])
+    .arg("--base")
+    .arg(base)
+    .arg("--data")
+    .arg(data)
+    .arg("--output")
+    .arg(out);
+    c
+}
+
+#[test]
+fn fine_tuning_learns_answers_reports_bad_dialogues_and_resumes_exactly() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared(tmp.path());
+    let base = tmp.path().join("base");
+    ok(&mut pretrain(&data, &base, 40));
+
+    // the world's dialogues with three bad records among them
+    let good = std::fs::read_to_string(tmp.path().join("world/sft.jsonl")).unwrap();
+    let mut lines: Vec<String> = good.lines().map(String::from).collect();
+    lines.insert(2, "{not json".into());
+    lines.insert(5, r#"{"messages":[{"role":"bot","content":"hi"}]}"#.into());
+    lines.insert(
+        9,
+        r#"{"messages":[{"role":"user","content":""},{"role":"assistant","content":"x"}]}"#.into(),
+    );
+    let dialogues = tmp.path().join("dialogues.jsonl");
+    std::fs::write(&dialogues, lines.join("\n")).unwrap();
+
+    let err = fails(sft(&base, &dialogues, &tmp.path().join("f"), 5).args(["--on-bad", "fail"]));
+    assert!(err.contains("dialogues.jsonl:3: not JSON"), "{err}");
+    let out = sft(&base, &dialogues, &tmp.path().join("chat"), 60)
+        .arg("--val")
+        .arg(tmp.path().join("world/sft_val.jsonl"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert!(err.contains("skipped 3 bad dialogue(s)"), "{err}");
+    for want in [
+        ":3: not JSON",
+        ":6: message 1: unknown role \"bot\"",
+        ":10: message 1 (user): empty content",
+    ] {
+        assert!(err.contains(want), "no {want:?} in {err}");
+    }
+    // it learned to answer: the loss on held-out answers fell
+    let chat = tmp.path().join("chat");
+    let (before, after) = (
+        meta_metric(&chat, "val_loss_before"),
+        meta_metric(&chat, "val_loss"),
+    );
+    assert!(after < before - 0.5, "answer loss {before} -> {after}");
+
+    // killed after its first checkpoint, then resumed: the same model as an unbroken run
+    let unbroken = tmp.path().join("unbroken");
+    ok(&mut sft(&base, &dialogues, &unbroken, 12));
+    let killed = tmp.path().join("killed");
+    let mut child = sft(&base, &dialogues, &killed, 12)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    ok(sft(&base, &dialogues, &killed, 12).arg("--resume"));
+    let logits = |dir: &Path| {
+        ok(bin()
+            .args(["logits", "--prompt", "Paris is"])
+            .arg("--model")
+            .arg(dir))
+    };
+    assert_eq!(logits(&killed), logits(&unbroken), "resumed SFT differs");
+    // a pretraining folder is not an SFT run to resume
+    let clean = tmp.path().join("world/sft.jsonl");
+    let err = fails(sft(&base, &clean, &base, 12).arg("--resume"));
+    assert!(err.contains("holds a pretrain checkpoint"), "{err}");
 }
