@@ -29,7 +29,8 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
-    /// The OpenAI API's name for it ("stop", "length", "cancelled").
+    /// Its name in JSON: "stop" and "length" as the OpenAI API's `finish_reason`, and
+    /// "cancelled".
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Stop => "stop",
