@@ -470,9 +470,9 @@ mod tests {
         // inputs are the row, targets the row shifted by one
         let (mut x, mut y) = (Vec::new(), Vec::new());
         rows.xy(0, &mut x, &mut y);
-        for j in 0..t {
-            if y[j] != IGNORE {
-                assert_eq!(y[j], rows.ids[0][j + 1]);
+        for (j, &target) in y.iter().enumerate() {
+            if target != IGNORE {
+                assert_eq!(target, rows.ids[0][j + 1]);
             }
         }
         assert_eq!(x, rows.ids[0][..t]);
