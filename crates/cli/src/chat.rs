@@ -350,7 +350,14 @@ impl Session {
         }
         self.dropped = fitted.dropped;
         let special = self.tok.special();
-        let stop = vec![special.end, special.bos];
+        // an answer is over at its end of turn, or where the model starts another turn
+        let stop = vec![
+            special.end,
+            special.bos,
+            special.user,
+            special.system,
+            special.assistant,
+        ];
         let opts = GenerateOptions {
             max_new_tokens: self.max_tokens,
             sampling: self.sampling,

@@ -260,7 +260,13 @@ pub fn run(a: Args) -> Result<()> {
             Ok(cwd) => p.strip_prefix(&cwd).map(|r| r.to_path_buf()).unwrap_or(p),
             Err(_) => p,
         })
-        .map(|p| p.display().to_string())
+        // Linux marks a binary replaced while it runs as "(deleted)"; the path is still right
+        .map(|p| {
+            p.display()
+                .to_string()
+                .trim_end_matches(" (deleted)")
+                .to_string()
+        })
         .unwrap_or_else(|| "ferrochat".into());
     if let (Some(b), Some(c)) = (&report.eval_base, &report.eval_sft) {
         println!(
