@@ -78,18 +78,13 @@ pub fn run(a: Args) -> Result<()> {
     if a.max_tokens == 0 {
         bail!("--max-tokens must be at least 1");
     }
-    let sampling = SamplingParams {
+    let sampling = crate::runtime::sampling(SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
         min_p: a.min_p,
         repetition_penalty: a.repetition_penalty,
-    };
-    if let Err(e) = sampling.validate() {
-        // name the flag rather than the field
-        let (field, rest) = e.split_once(' ').unwrap_or((&e, ""));
-        bail!("--{} {rest}", field.replace('_', "-"));
-    }
+    })?;
     let interactive = a.prompt.is_empty() && std::io::stdin().is_terminal();
     let (tok, model, _) = crate::runtime::open_model(&a.model, &a.device)?;
     let ctx = model.config().max_position_embeddings;
@@ -310,7 +305,11 @@ impl Session {
                     self.say("(empty)");
                 }
                 for m in &self.history {
-                    self.say(format!("[{}] {}", m.role.as_str(), shown(&m.content)));
+                    self.say(format!(
+                        "[{}] {}",
+                        m.role.as_str(),
+                        crate::stream::shown(&m.content)
+                    ));
                 }
             }
             other => self.say(format!(
@@ -367,7 +366,7 @@ impl Session {
         self.answers += 1;
         INTERRUPTED.store(false, Ordering::SeqCst);
         let mut out = std::io::stdout();
-        let mut stream = Stream::new(&self.tok, self.interactive);
+        let mut stream = crate::stream::Stream::new(&self.tok, self.interactive);
         let mut interrupted = false;
         let mut write_error = None;
         let g = match generate(&self.model, &fitted.value, &opts, |t| {
@@ -407,58 +406,6 @@ impl Session {
     }
 }
 
-/// Prints a token stream as text as it arrives. The answer so far is decoded whole each
-/// time; a trailing U+FFFD may be a character whose remaining bytes are in tokens still to
-/// come, so it is held back, and everything before it is final.
-struct Stream<'a> {
-    tok: &'a Tokenizer,
-    ids: Vec<u32>,
-    printed: usize,
-    /// Show control characters as U+FFFD, so model output cannot drive the terminal.
-    clean: bool,
-}
-
-impl<'a> Stream<'a> {
-    fn new(tok: &'a Tokenizer, clean: bool) -> Self {
-        Self {
-            tok,
-            ids: Vec::new(),
-            printed: 0,
-            clean,
-        }
-    }
-
-    fn push(&mut self, id: u32, out: &mut impl Write) -> std::io::Result<()> {
-        self.ids.push(id);
-        if let Ok(text) = self.tok.decode(&self.ids, false) {
-            let done = text.strip_suffix('\u{FFFD}').unwrap_or(&text);
-            if let Some(new) = done.get(self.printed..).filter(|s| !s.is_empty()) {
-                self.write(new, out)?;
-                out.flush()?;
-                self.printed = done.len();
-            }
-        }
-        Ok(())
-    }
-
-    fn write(&self, text: &str, out: &mut impl Write) -> std::io::Result<()> {
-        if self.clean {
-            out.write_all(shown(text).as_bytes())
-        } else {
-            out.write_all(text.as_bytes())
-        }
-    }
-
-    /// Prints whatever is still held back and returns the whole answer.
-    fn finish(self, out: &mut impl Write) -> Result<String> {
-        let text = self.tok.decode(&self.ids, false)?;
-        if let Some(rest) = text.get(self.printed..) {
-            self.write(rest, out)?;
-        }
-        Ok(text)
-    }
-}
-
 /// A conversation file in the common format; the error names the file and what is wrong.
 fn read_conversation(path: &Path) -> Result<Vec<Message>> {
     let text =
@@ -470,14 +417,4 @@ fn read_conversation(path: &Path) -> Result<Vec<Message>> {
         )
     })?;
     Ok(conv.messages)
-}
-
-/// Text for the terminal: control characters other than newline and tab become U+FFFD.
-fn shown(text: &str) -> std::borrow::Cow<'_, str> {
-    let bad = |c: char| c.is_control() && c != '\n' && c != '\t';
-    if text.contains(bad) {
-        text.replace(bad, "\u{FFFD}").into()
-    } else {
-        text.into()
-    }
 }

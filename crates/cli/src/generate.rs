@@ -40,18 +40,13 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let sampling = SamplingParams {
+    let sampling = crate::runtime::sampling(SamplingParams {
         temperature: a.temperature,
         top_k: a.top_k,
         top_p: a.top_p,
         min_p: a.min_p,
         repetition_penalty: a.repetition_penalty,
-    };
-    if let Err(e) = sampling.validate() {
-        // name the flag rather than the field
-        let (field, rest) = e.split_once(' ').unwrap_or((&e, ""));
-        anyhow::bail!("--{} {rest}", field.replace('_', "-"));
-    }
+    })?;
     let (tok, model, _) = crate::runtime::open_model(&a.model, &a.device)?;
     let mut ids = vec![tok.special().bos];
     ids.extend(tok.encode(&a.prompt)?);
@@ -63,20 +58,9 @@ pub fn run(a: Args) -> Result<()> {
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{}", a.prompt)?;
-    // decode incrementally so multi-byte characters split across tokens print whole
-    let mut produced: Vec<u32> = Vec::new();
-    let mut printed = 0usize;
-    let g = generate(&model, &ids, &opts, |t| {
-        produced.push(t);
-        if let Ok(text) = tok.decode(&produced, false) {
-            if !text.ends_with('\u{FFFD}') && text.len() > printed {
-                let _ = write!(out, "{}", &text[printed..]);
-                let _ = out.flush();
-                printed = text.len();
-            }
-        }
-        true
-    })?;
+    let mut stream = crate::stream::Stream::new(&tok, false);
+    let g = generate(&model, &ids, &opts, |t| stream.push(t, &mut out).is_ok())?;
+    stream.finish(&mut out)?;
     writeln!(out)?;
     if a.stats {
         eprintln!(

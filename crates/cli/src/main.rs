@@ -11,6 +11,7 @@ mod pretrain;
 mod runtime;
 mod sft;
 mod speedrun;
+mod stream;
 mod tokenizer;
 mod world;
 

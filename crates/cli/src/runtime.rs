@@ -62,3 +62,12 @@ pub fn open_model(dir: &Path, device_name: &str) -> Result<(Tokenizer, Llama, De
     let model = Llama::new(&cfg, &w, &device)?;
     Ok((tok, model, device))
 }
+
+/// Sampling settings from the command line, checked; an error names the flag at fault.
+pub fn sampling(p: ferrochat_engine::SamplingParams) -> Result<ferrochat_engine::SamplingParams> {
+    if let Err(e) = p.validate() {
+        let (field, rest) = e.split_once(' ').unwrap_or((&e, ""));
+        bail!("--{} {rest}", field.replace('_', "-"));
+    }
+    Ok(p)
+}
