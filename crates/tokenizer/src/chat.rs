@@ -47,21 +47,7 @@ impl Tokenizer {
 
     /// Renders a whole conversation for training; only assistant turns are targets.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<ChatEncoding> {
-        let mut out = ChatEncoding {
-            ids: vec![self.special().bos],
-            mask: vec![false],
-        };
-        for m in messages {
-            let train = m.role == Role::Assistant;
-            out.ids.push(self.role_token(m.role));
-            out.mask.push(false);
-            let ids = self.encode(&m.content)?;
-            out.mask.extend(std::iter::repeat_n(train, ids.len()));
-            out.ids.extend(ids);
-            out.ids.push(self.special().end);
-            out.mask.push(train);
-        }
-        Ok(out)
+        Ok(self.render(&self.encode_turns(messages)?, 0).value)
     }
 
     /// Renders a conversation that ends with a user turn, followed by `<|assistant|>`, so the

@@ -87,14 +87,7 @@ fn chat_template_masks_only_assistant_turns() {
         text,
         "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|user|>Bye<|end|>"
     );
-    let target: Vec<u32> = enc
-        .ids
-        .iter()
-        .zip(&enc.mask)
-        .filter(|(_, &m)| m)
-        .map(|(&i, _)| i)
-        .collect();
-    assert_eq!(tok.decode(&target, true).unwrap(), "Hello<|end|>");
+    assert_eq!(targets(&tok, &enc), "Hello<|end|>");
     // rendering the string gives the same ids as rendering piece by piece
     assert_eq!(tok.encode(&text).unwrap(), enc.ids);
     let prompt = tok.encode_prompt(&msgs).unwrap();
