@@ -180,6 +180,7 @@ pub fn train(a: &Args) -> Result<SftSummary> {
     Ok(ferrochat_train::sft(
         &a.options(),
         &a.base,
+        &tok,
         &train,
         &val,
         a.pretrain_data.as_deref(),

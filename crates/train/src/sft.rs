@@ -206,12 +206,14 @@ pub struct SftSummary {
     pub elapsed_secs: f64,
 }
 
-/// Fine-tunes the checkpoint `base` on `train` dialogues into `out`, measuring on `val`.
-/// `pretrain_mix` supplies the shards for [`SftOptions::mix_pretrain`].
+/// Fine-tunes the checkpoint `base` (whose tokenizer is `tokenizer`) on `train`
+/// dialogues into `out`, measuring on `val`. `pretrain_mix` supplies the shards for
+/// [`SftOptions::mix_pretrain`].
 #[allow(clippy::too_many_arguments)]
 pub fn sft(
     opts: &SftOptions,
     base: &Path,
+    tokenizer: &Tokenizer,
     train: &[Conversation],
     val: &[Conversation],
     pretrain_mix: Option<&Path>,
@@ -221,8 +223,6 @@ pub fn sft(
     hooks: &mut dyn Hooks,
 ) -> Result<SftSummary> {
     opts.check()?;
-    let base_dir = checkpoint::resolve(base)?;
-    let tokenizer = Tokenizer::load(&base_dir)?;
     let base_cfg = checkpoint::load_config(base)?;
     let ctx = base_cfg.max_position_embeddings;
     let t = if opts.seq_len == 0 { ctx } else { opts.seq_len };
@@ -243,13 +243,13 @@ pub fn sft(
     // a fixed shuffle before packing, so rows mix conversations of every kind
     let mut order: Vec<Conversation> = train.to_vec();
     order.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed ^ 0x5f7));
-    let (rows, stats) = Rows::build(&tokenizer, &order, t, opts.pack)?;
+    let (rows, stats) = Rows::build(tokenizer, &order, t, opts.pack)?;
     if rows.ids.is_empty() {
         return Err(TrainError::Data(
             "no training dialogue fits the context: not one answer token is left".into(),
         ));
     }
-    let (val_rows, _) = Rows::build(&tokenizer, val, t, opts.pack)?;
+    let (val_rows, _) = Rows::build(tokenizer, val, t, opts.pack)?;
     hooks.message(&format!(
         "{} dialogues ({} cut to fit, {} too long) packed into {} rows of {t} tokens: {:.0}% filled, {:.0}% targets",
         stats.conversations,
@@ -361,7 +361,7 @@ pub fn sft(
                 "val_loss_before": val_loss_before,
                 "tokens": run.tokens,
             });
-            run.save(&tokenizer, data_desc.clone(), metrics)
+            run.save(tokenizer, data_desc.clone(), metrics)
         },
     )?;
     let elapsed = run.elapsed_secs();
