@@ -8,24 +8,12 @@ use std::fs::File;
 use std::io::{Read, Write};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrochat"))
-}
-
-fn ok(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("ferrochat runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
+mod common;
+use common::{bin, run_ok as ok, Small};
 
 /// A tiny pretrained checkpoint (context 64), built once per test process. Thirty steps
 /// teach it that the turn-ending tokens are rare, so a greedy answer runs on until its
@@ -35,22 +23,13 @@ fn checkpoint() -> &'static Path {
     &DIR.get_or_init(|| {
         let tmp = tempfile::tempdir().unwrap();
         let d = tmp.path();
-        ok(bin()
-            .args(["world", "generate", "--seed", "3", "--pretrain-mb", "0.1"])
-            .args(["--sft", "10", "--comparisons", "10", "--quiet", "--output"])
-            .arg(d.join("world")));
-        ok(bin()
-            .args(["tokenizer", "train", "--vocab-size", "300", "--quiet"])
-            .arg("--output")
-            .arg(d.join("tok"))
-            .arg(d.join("world/pretrain.txt")));
-        ok(bin()
-            .args(["data", "prepare", "--quiet", "--split-above", "4096"])
-            .arg("--tokenizer")
-            .arg(d.join("tok"))
-            .arg("--output")
-            .arg(d.join("data"))
-            .arg(d.join("world/pretrain.txt")));
+        let sizes = Small {
+            pretrain_mb: "0.1",
+            records: "10",
+            vocab: "300",
+            val_fraction: "0.01",
+        };
+        common::prepared(d, &sizes);
         ok(bin()
             .args([
                 "pretrain", "--preset", "tiny", "--seq", "64", "--batch", "8",

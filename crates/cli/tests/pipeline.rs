@@ -5,19 +5,11 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-fn bin() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_ferrochat"))
-}
+mod common;
+use common::{bin, Small};
 
 fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().expect("ferrochat runs");
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed:\n{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&common::run_ok(cmd).stdout).into_owned()
 }
 
 /// Runs a command that must fail cleanly: exit code 1, a message, no panic.
@@ -34,51 +26,15 @@ fn fails(cmd: &mut Command) -> String {
     err
 }
 
-/// A small world, a tokenizer and shards, shared by the tests of one process.
+/// A small world, a tokenizer and shards.
 fn prepared(dir: &Path) -> PathBuf {
-    let world = dir.join("world");
-    ok(bin()
-        .args([
-            "world",
-            "generate",
-            "--seed",
-            "3",
-            "--pretrain-mb",
-            "0.3",
-            "--sft",
-            "60",
-        ])
-        .args(["--comparisons", "60", "--quiet", "--output"])
-        .arg(&world));
-    let tok = dir.join("tok");
-    ok(bin()
-        .args([
-            "tokenizer",
-            "train",
-            "--vocab-size",
-            "512",
-            "--quiet",
-            "--output",
-        ])
-        .arg(&tok)
-        .arg(world.join("pretrain.txt")));
-    let data = dir.join("data");
-    ok(bin()
-        .args([
-            "data",
-            "prepare",
-            "--quiet",
-            "--val-fraction",
-            "0.05",
-            "--split-above",
-            "4096",
-        ])
-        .arg("--tokenizer")
-        .arg(&tok)
-        .arg("--output")
-        .arg(&data)
-        .arg(world.join("pretrain.txt")));
-    data
+    let sizes = Small {
+        pretrain_mb: "0.3",
+        records: "60",
+        vocab: "512",
+        val_fraction: "0.05",
+    };
+    common::prepared(dir, &sizes)
 }
 
 fn pretrain(data: &Path, out: &Path, steps: u32) -> Command {

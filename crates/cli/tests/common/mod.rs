@@ -1,0 +1,62 @@
+//! What the command-line tests share: the binary, running it, and a small prepared world.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferrochat"))
+}
+
+/// Runs a command that must succeed; on failure the panic shows its stdout and stderr.
+pub fn run_ok(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("ferrochat runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Sizes of a prepared world.
+pub struct Small {
+    pub pretrain_mb: &'static str,
+    /// Dialogues and comparisons each.
+    pub records: &'static str,
+    pub vocab: &'static str,
+    pub val_fraction: &'static str,
+}
+
+/// A world (seed 3) in `dir/world`, a tokenizer trained on its prose in `dir/tok`, and
+/// token shards of the prose in `dir/data`, whose path is returned.
+pub fn prepared(dir: &Path, s: &Small) -> PathBuf {
+    let world = dir.join("world");
+    run_ok(
+        bin()
+            .args(["world", "generate", "--seed", "3", "--quiet"])
+            .args(["--pretrain-mb", s.pretrain_mb])
+            .args(["--sft", s.records, "--comparisons", s.records, "--output"])
+            .arg(&world),
+    );
+    let tok = dir.join("tok");
+    run_ok(
+        bin()
+            .args(["tokenizer", "train", "--vocab-size", s.vocab, "--quiet"])
+            .arg("--output")
+            .arg(&tok)
+            .arg(world.join("pretrain.txt")),
+    );
+    let data = dir.join("data");
+    run_ok(
+        bin()
+            .args(["data", "prepare", "--quiet", "--split-above", "4096"])
+            .args(["--val-fraction", s.val_fraction])
+            .arg("--tokenizer")
+            .arg(&tok)
+            .arg("--output")
+            .arg(&data)
+            .arg(world.join("pretrain.txt")),
+    );
+    data
+}
