@@ -14,11 +14,14 @@ mod attention_bwd;
 mod bench;
 mod cpu;
 mod cross_entropy;
+mod decode_linear;
 mod rms_norm;
 mod rope;
 mod swiglu;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use decode_linear::linear_rows;
 
 /// Whether the fused CPU kernels may be used for these tensors.
 fn fused_ok(ts: &[&Tensor]) -> bool {
