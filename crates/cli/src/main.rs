@@ -8,6 +8,8 @@ mod eval;
 mod generate;
 mod logits;
 mod pretrain;
+mod records;
+mod reward;
 mod runtime;
 mod sft;
 mod speedrun;
@@ -48,6 +50,8 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Fine-tune a pretrained checkpoint on dialogues (loss on the assistant's tokens only)
     Sft(sft::Args),
+    /// Train a reward model on comparisons (or `reward score` to read its verdict on answers)
+    Reward(reward::Command),
     /// Continue a prompt with a checkpoint
     Generate(generate::Args),
     /// Chat with a checkpoint in the terminal (reads stdin when piped)
@@ -78,6 +82,7 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
+        Command::Reward(c) => reward::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),

@@ -5,18 +5,11 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result};
 use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
 use ferrochat_model::Llama;
-use ferrochat_text::{read_conversations, Conversation, Message, OnBad};
+use ferrochat_text::{read_conversations, Conversation, Message};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::{ConsoleHooks, ScheduleKind, SftOptions, SftSummary};
 
-/// What to do with a dialogue that cannot be used.
-#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
-pub enum BadRecords {
-    /// Report each (file:line: reason) and train without it
-    Skip,
-    /// Stop at the first, naming its line
-    Fail,
-}
+use crate::records::BadRecords;
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -138,26 +131,8 @@ pub fn run(a: Args) -> Result<()> {
     Ok(())
 }
 
-/// Reads the dialogues, reporting bad ones; `say` prints unless quiet.
 fn dialogues(path: &Path, on_bad: BadRecords, quiet: bool) -> Result<Vec<Conversation>> {
-    let on_bad = match on_bad {
-        BadRecords::Skip => OnBad::Skip,
-        BadRecords::Fail => OnBad::Fail,
-    };
-    let r = read_conversations(path, on_bad)?;
-    if !r.bad.is_empty() {
-        // never silent, even when quiet: this goes to stderr
-        eprintln!(
-            "warning: skipped {} bad dialogue(s) of {} in {}:\n{}",
-            r.bad.len(),
-            r.bad.len() + r.items.len(),
-            path.display(),
-            r.bad_report(20).trim_end()
-        );
-    } else if !quiet {
-        eprintln!("{}: {} dialogues", path.display(), r.items.len());
-    }
-    Ok(r.items.into_iter().map(|(_, c)| c).collect())
+    crate::records::read(path, "dialogue", on_bad, quiet, read_conversations)
 }
 
 pub fn train(a: &Args) -> Result<SftSummary> {

@@ -95,7 +95,7 @@ fn plan(a: &Args) -> Plan {
         no_pack: false,
         mix_pretrain: 0.0,
         pretrain_data: None,
-        on_bad: crate::sft::BadRecords::Fail,
+        on_bad: crate::records::BadRecords::Fail,
         resume: true,
         quiet: a.quiet,
         device: a.device.clone(),

@@ -29,6 +29,9 @@ pub struct GenerateArgs {
     /// Share of comparisons whose preference is flipped, like disagreeing labellers
     #[arg(long)]
     pub label_noise: Option<f64>,
+    /// Number of prompts for PPO/GRPO rollouts
+    #[arg(long)]
+    pub rl_prompts: Option<usize>,
     #[arg(long)]
     pub quiet: bool,
 }
@@ -51,6 +54,9 @@ pub fn run(cmd: Command) -> Result<()> {
             }
             if let Some(x) = a.label_noise {
                 cfg.label_noise = x;
+            }
+            if let Some(n) = a.rl_prompts {
+                cfg.rl_prompts = n;
             }
             let summary = ferrochat_world::generate(&cfg, &a.output)
                 .with_context(|| format!("generating the world into {}", a.output.display()))?;

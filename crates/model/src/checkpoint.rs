@@ -190,7 +190,7 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Config, HashMap<String, Tens
     let path = dir.join("model.safetensors");
     let mut w = load_tensors(&path, device)?;
     w.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
-    if cfg.tie_word_embeddings {
+    if cfg.tie_word_embeddings || cfg.is_classifier() {
         w.remove("lm_head.weight");
     }
     weights::check_weights(&cfg, &w, &path.display().to_string())?;

@@ -1,9 +1,17 @@
 //! Model configuration in the Hugging Face `config.json` format of `LlamaForCausalLM`,
 //! and the presets: one depth knob sets width, heads and MLP size, as in nanochat.
 
+use std::collections::BTreeMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{ModelError, Result};
+
+/// The architecture of a causal language model (a `lm_head`, or tied embeddings).
+pub const CAUSAL_LM: &str = "LlamaForCausalLM";
+/// The architecture of a scoring model: the same trunk with a scalar head `score.weight`
+/// read at the last token (reward and value models).
+pub const SEQUENCE_CLASSIFIER: &str = "LlamaForSequenceClassification";
 
 /// The `config.json` of a checkpoint folder (Hugging Face Llama names).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -46,10 +54,13 @@ pub struct Config {
     pub pad_token_id: Option<u32>,
     #[serde(default = "default_dtype")]
     pub torch_dtype: String,
+    /// Labels of a sequence classifier (one: the reward), as Hugging Face writes them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id2label: Option<BTreeMap<String, String>>,
 }
 
 fn default_architectures() -> Vec<String> {
-    vec!["LlamaForCausalLM".into()]
+    vec![CAUSAL_LM.into()]
 }
 fn default_model_type() -> String {
     "llama".into()
@@ -131,9 +142,31 @@ impl Config {
             eos_token_id: Some(4),
             pad_token_id: Some(5),
             torch_dtype: default_dtype(),
+            id2label: None,
         };
         cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Whether this is a scoring model (`score.weight`, no language-model head).
+    pub fn is_classifier(&self) -> bool {
+        self.architectures.iter().any(|a| a == SEQUENCE_CLASSIFIER)
+    }
+
+    /// The same trunk as a single-score classifier (a reward or value model).
+    pub fn to_classifier(&self) -> Self {
+        let mut c = self.clone();
+        c.architectures = vec![SEQUENCE_CLASSIFIER.into()];
+        c.id2label = Some(BTreeMap::from([("0".to_string(), "LABEL_0".to_string())]));
+        c
+    }
+
+    /// The same trunk as a causal language model.
+    pub fn to_causal_lm(&self) -> Self {
+        let mut c = self.clone();
+        c.architectures = vec![CAUSAL_LM.into()];
+        c.id2label = None;
+        c
     }
 
     /// Checks that the sizes fit together and that the architecture is one we run.
@@ -163,6 +196,14 @@ impl Config {
                 "num_attention_heads ({h}) must be a positive multiple of num_key_value_heads ({kv})"
             ));
         }
+        if self.is_classifier() {
+            let labels = self.id2label.as_ref().map(|l| l.len()).unwrap_or(2);
+            if labels != 1 {
+                return bad(format!(
+                    "a sequence classifier with {labels} labels is not supported (only one score: set id2label to one label)"
+                ));
+            }
+        }
         if !self.head_size().is_multiple_of(2) {
             return bad(format!(
                 "head_dim {} must be even for rotary positions",
@@ -179,7 +220,13 @@ impl Config {
         let attn = c * h * d * 2 + c * kv * d * 2;
         let block = attn + 3 * c * f + 2 * c;
         let embed = self.vocab_size * c;
-        let head = if self.tie_word_embeddings { 0 } else { embed };
+        let head = if self.is_classifier() {
+            c
+        } else if self.tie_word_embeddings {
+            0
+        } else {
+            embed
+        };
         embed + head + self.num_hidden_layers * block + c
     }
 

@@ -34,6 +34,7 @@ pub struct Llama {
     layers: Vec<Block>,
     norm: Tensor,            // (C)
     lm_head: Option<Tensor>, // (V, C) when not tied to the embedding
+    score: Option<Tensor>,   // (1, C) for a scoring model
     cos: Tensor,             // (max_pos, D/2)
     sin: Tensor,             // (max_pos, D/2)
 }
@@ -61,7 +62,9 @@ impl Llama {
                 }
             })
             .collect();
-        let lm_head = (!cfg.tie_word_embeddings).then(|| get("lm_head.weight"));
+        let lm_head =
+            (!cfg.tie_word_embeddings && !cfg.is_classifier()).then(|| get("lm_head.weight"));
+        let score = cfg.is_classifier().then(|| get("score.weight"));
         let (cos, sin) = rope_tables(cfg, device)?;
         Ok(Self {
             cfg: cfg.clone(),
@@ -69,6 +72,7 @@ impl Llama {
             layers,
             norm: get("model.norm.weight"),
             lm_head,
+            score,
             cos,
             sin,
         })
@@ -127,7 +131,33 @@ impl Llama {
 
     /// Next-token logits from hidden states: (N, C) -> (N, V).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
+        if self.score.is_some() {
+            return Err(crate::ModelError::Config(
+                "this is a scoring model (LlamaForSequenceClassification): it gives scores, not next-token logits".into(),
+            ));
+        }
         linear(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
+    }
+
+    /// A scoring model's score of each row at its position `last[b]` (the last real
+    /// token, as Hugging Face reads sequence-classification scores): ids (B, T) -> (B).
+    pub fn scores(&self, ids: &Tensor, last: &[usize]) -> Result<Tensor> {
+        let score = self.score.as_ref().ok_or_else(|| {
+            crate::ModelError::Config(
+                "this is a language model, not a scoring model: it has no score.weight".into(),
+            )
+        })?;
+        let (b, t) = ids.dims2()?;
+        if last.len() != b || last.iter().any(|&l| l >= t) {
+            return Err(crate::ModelError::Config(format!(
+                "scores: {} last positions for {b} rows of {t} tokens",
+                last.len()
+            )));
+        }
+        let h = self.hidden(ids, None)?; // (B * T, C)
+        let rows: Vec<u32> = last.iter().enumerate().map(|(i, &l)| (i * t + l) as u32).collect();
+        let h = h.index_select(&Tensor::new(rows.as_slice(), ids.device())?, 0)?; // (B, C)
+        Ok(linear(&h, score)?.squeeze(1)?)
     }
 
     /// Logits for every position: ids (B, T) -> (B * T, V).
@@ -213,6 +243,9 @@ impl Llama {
             c.advance(1);
         }
         let x = ops::rms_norm(&x, &self.norm, eps)?;
+        if self.score.is_some() {
+            return self.logits(&x);
+        }
         Ok(ops::linear_rows(
             &x,
             self.lm_head.as_ref().unwrap_or(&self.embed),

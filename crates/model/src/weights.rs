@@ -29,7 +29,9 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         out.push((format!("{p}.mlp.down_proj.weight"), vec![c, f]));
     }
     out.push(("model.norm.weight".to_string(), vec![c]));
-    if !cfg.tie_word_embeddings {
+    if cfg.is_classifier() {
+        out.push(("score.weight".to_string(), vec![1, c]));
+    } else if !cfg.tie_word_embeddings {
         out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, c]));
     }
     out
@@ -78,6 +80,9 @@ pub fn init_weights(cfg: &Config, seed: u64, device: &Device) -> Result<HashMap<
         let n: usize = shape.iter().product();
         let data: Vec<f32> = if name.ends_with("norm.weight") {
             vec![1.0; n]
+        } else if name == "score.weight" {
+            // A new head starts at zero: every answer scores the same until it learns.
+            vec![0.0; n]
         } else {
             let s = if name.contains("o_proj") || name.contains("down_proj") {
                 resid_std
@@ -139,5 +144,23 @@ pub fn check_weights(cfg: &Config, weights: &HashMap<String, Tensor>, source: &s
 
 /// Tensors some exporters add that carry no parameters of ours.
 fn is_ignorable(name: &str, cfg: &Config) -> bool {
-    name.ends_with("rotary_emb.inv_freq") || (cfg.tie_word_embeddings && name == "lm_head.weight")
+    name.ends_with("rotary_emb.inv_freq")
+        || ((cfg.tie_word_embeddings || cfg.is_classifier()) && name == "lm_head.weight")
+}
+
+/// A language model's weights as the start of a scoring model of `cfg.to_classifier()`:
+/// the trunk kept, the language-model head dropped, a zero `score.weight` added.
+pub fn trunk_with_score(
+    cfg: &Config,
+    mut w: HashMap<String, Tensor>,
+    device: &Device,
+) -> Result<(Config, HashMap<String, Tensor>)> {
+    let rm = cfg.to_classifier();
+    w.remove("lm_head.weight");
+    w.insert(
+        "score.weight".into(),
+        Tensor::zeros((1, cfg.hidden_size), candle_core::DType::F32, device)?,
+    );
+    check_weights(&rm, &w, "the scoring model")?;
+    Ok((rm, w))
 }

@@ -176,3 +176,38 @@ fn a_swap_cut_between_renames_recovers_the_previous_checkpoint() {
     assert!(r.is_err());
     assert_eq!(checkpoint::load_meta(&path).unwrap().step, 1);
 }
+
+#[test]
+fn scoring_model_reads_the_last_real_token_and_round_trips() {
+    let cfg = tiny();
+    let (_, w) = model(&cfg, 3);
+    let (rm_cfg, mut rw) = weights::trunk_with_score(&cfg, w, &Device::Cpu).unwrap();
+    assert!(rm_cfg.is_classifier());
+    // A non-zero head so scores differ between positions.
+    let head: Vec<f32> = (0..cfg.hidden_size).map(|i| (i as f32 * 0.37).sin()).collect();
+    rw.insert(
+        "score.weight".into(),
+        Tensor::from_vec(head, (1, cfg.hidden_size), &Device::Cpu).unwrap(),
+    );
+    let rm = Llama::new(&rm_cfg, &rw, &Device::Cpu).unwrap();
+    let row = [5u32, 9, 11, 2, 7, 7];
+    let ids = Tensor::new(&[row, row], &Device::Cpu).unwrap();
+    let s: Vec<f32> = rm.scores(&ids, &[3, 5]).unwrap().to_vec1().unwrap();
+    // The score at position 3 is the score of the first four tokens alone (causal).
+    let short = Tensor::new(&[[5u32, 9, 11, 2]], &Device::Cpu).unwrap();
+    let s3: Vec<f32> = rm.scores(&short, &[3]).unwrap().to_vec1().unwrap();
+    assert!((s[0] - s3[0]).abs() < 1e-5, "{s:?} vs {s3:?}");
+    assert!((s[0] - s[1]).abs() > 1e-4);
+    assert!(rm.logits(&Tensor::zeros((1, cfg.hidden_size), candle_core::DType::F32, &Device::Cpu).unwrap()).is_err());
+    assert!(rm.scores(&ids, &[6, 0]).is_err());
+
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("rm");
+    checkpoint::save(&out, &rm_cfg, &rw, &Default::default(), |_| Ok(())).unwrap();
+    let text = std::fs::read_to_string(out.join("config.json")).unwrap();
+    assert!(text.contains("LlamaForSequenceClassification") && text.contains("LABEL_0"));
+    let (c2, w2) = checkpoint::load(&out, &Device::Cpu).unwrap();
+    let rm2 = Llama::new(&c2, &w2, &Device::Cpu).unwrap();
+    let again: Vec<f32> = rm2.scores(&ids, &[3, 5]).unwrap().to_vec1().unwrap();
+    assert_eq!(s, again);
+}

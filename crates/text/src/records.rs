@@ -1,5 +1,5 @@
 //! JSON-lines records that people write by hand or export from other tools: chat
-//! dialogues now, preference records later. A bad record is never passed over in
+//! dialogues and preference records (pairs or ranked lists). A bad record is never passed over in
 //! silence: it is either reported with its line number and skipped, or it stops the run,
 //! as the caller chooses.
 
@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::{Conversation, Message, Result, Role, TextError};
+use crate::{Conversation, Message, RankedComparison, Result, Role, TextError};
 
 /// What to do with a record that cannot be used.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -125,6 +125,15 @@ pub fn read_conversations(path: &Path, on_bad: OnBad) -> Result<Records<Conversa
 
 /// Checks one chat record.
 pub fn parse_conversation(v: Value) -> std::result::Result<Conversation, String> {
+    let out = check_messages(&v)?;
+    if !out.iter().any(|m| m.role == Role::Assistant) {
+        return Err("no assistant message: nothing to learn from".into());
+    }
+    Ok(Conversation::new(out))
+}
+
+/// The `messages` list of a record: known roles, non-empty contents, system only first.
+fn check_messages(v: &Value) -> std::result::Result<Vec<Message>, String> {
     let Some(msgs) = v.get("messages") else {
         return Err(
             "no \"messages\" field (expected {\"messages\": [{\"role\": ..., \"content\": ...}]})"
@@ -164,10 +173,60 @@ pub fn parse_conversation(v: Value) -> std::result::Result<Conversation, String>
         }
         out.push(Message::new(role, content.clone()));
     }
-    if !out.iter().any(|m| m.role == Role::Assistant) {
-        return Err("no assistant message: nothing to learn from".into());
+    Ok(out)
+}
+
+/// Reads preference records: pairs (`{"prompt": [...], "chosen": "...", "rejected": "..."}`)
+/// and ranked lists (`{"prompt": [...], "ranked": ["best", ..., "worst"]}`) in one file
+/// or mixed; a pair becomes a ranked list of two.
+pub fn read_preferences(path: &Path, on_bad: OnBad) -> Result<Records<RankedComparison>> {
+    read_records(path, on_bad, parse_preference)
+}
+
+/// Checks one preference record: a prompt that is a conversation ending in a user turn,
+/// and two or more distinct non-empty answers.
+pub fn parse_preference(v: Value) -> std::result::Result<RankedComparison, String> {
+    let Some(prompt) = v.get("prompt") else {
+        return Err(
+            "no \"prompt\" field (expected {\"prompt\": [messages], \"chosen\": ..., \"rejected\": ...} or {\"prompt\": [...], \"ranked\": [...]})".into(),
+        );
+    };
+    let prompt = match prompt {
+        Value::String(s) => vec![Message::user(s.clone())],
+        other => {
+            let conv = serde_json::json!({ "messages": other });
+            check_messages(&conv)?
+        }
+    };
+    if prompt.last().map(|m| m.role) != Some(Role::User) {
+        return Err("the prompt must end with a user message".into());
     }
-    Ok(Conversation::new(out))
+    let text = |field: &str, x: &Value| -> std::result::Result<String, String> {
+        match x.as_str() {
+            Some(s) if !s.trim().is_empty() => Ok(s.to_string()),
+            Some(_) => Err(format!("\"{field}\" is empty")),
+            None => Err(format!("\"{field}\" is not a string")),
+        }
+    };
+    let ranked = match (v.get("ranked"), v.get("chosen"), v.get("rejected")) {
+        (Some(r), _, _) => {
+            let list = r.as_array().ok_or("\"ranked\" is not a list")?;
+            list.iter()
+                .map(|x| text("ranked", x))
+                .collect::<std::result::Result<Vec<_>, _>>()?
+        }
+        (None, Some(c), Some(r)) => vec![text("chosen", c)?, text("rejected", r)?],
+        _ => return Err("needs \"chosen\" and \"rejected\", or \"ranked\"".into()),
+    };
+    if ranked.len() < 2 {
+        return Err("a ranking needs at least two answers".into());
+    }
+    for (i, a) in ranked.iter().enumerate() {
+        if ranked[..i].contains(a) {
+            return Err(format!("answer {} repeats an earlier one", i + 1));
+        }
+    }
+    Ok(RankedComparison { prompt, ranked })
 }
 
 #[cfg(test)]
@@ -213,6 +272,38 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains(":3: not JSON"), "{err}");
+    }
+
+    #[test]
+    fn preference_pairs_and_rankings_read_together_with_bad_lines_named() {
+        let f = file(concat!(
+            r#"{"prompt":[{"role":"user","content":"q"}],"chosen":"good","rejected":"bad"}"#,
+            "\n",
+            r#"{"prompt":"q2","ranked":["a","b","c"]}"#,
+            "\n",
+            r#"{"prompt":[{"role":"user","content":"q"}],"chosen":"same","rejected":"same"}"#,
+            "\n",
+            r#"{"prompt":[{"role":"user","content":"q"},{"role":"assistant","content":"a"}],"chosen":"x","rejected":"y"}"#,
+            "\n",
+            r#"{"prompt":[{"role":"user","content":"q"}],"chosen":"x"}"#,
+            "\n",
+            r#"{"prompt":[{"role":"user","content":"q"}],"ranked":["only"]}"#,
+            "\n",
+            r#"{"prompt":[{"role":"robot","content":"q"}],"chosen":"x","rejected":"y"}"#,
+            "\n",
+        ));
+        let r = read_preferences(f.path(), OnBad::Skip).unwrap();
+        assert_eq!(r.items.len(), 2);
+        assert_eq!(r.items[0].1.ranked, vec!["good", "bad"]);
+        assert_eq!(r.items[1].1.prompt, vec![Message::user("q2")]);
+        let reasons: Vec<(u64, &str)> =
+            r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
+        assert_eq!(reasons.len(), 5, "{reasons:?}");
+        assert!(reasons[0].1.contains("repeats"), "{reasons:?}");
+        assert!(reasons[1].1.contains("end with a user"), "{reasons:?}");
+        assert!(reasons[2].1.contains("needs \"chosen\""), "{reasons:?}");
+        assert!(reasons[3].1.contains("at least two"), "{reasons:?}");
+        assert!(reasons[4].1.contains("unknown role"), "{reasons:?}");
     }
 
     #[test]

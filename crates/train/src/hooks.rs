@@ -20,15 +20,21 @@ pub struct StepReport {
     /// Training throughput over the last step.
     pub tokens_per_sec: f64,
     pub elapsed_secs: f64,
+    /// The stage's own figures (reward, KL, accuracy, ...), logged beside the loss.
+    #[serde(flatten)]
+    pub stats: std::collections::BTreeMap<String, f64>,
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct EvalReport {
     pub step: u64,
     pub val_loss: f64,
     /// Bits per byte of source text: comparable across tokenizers (when the stage knows
     /// the bytes behind its tokens).
     pub val_bpb: Option<f64>,
+    /// The stage's own validation figures (accuracy, judged score, ...).
+    #[serde(flatten)]
+    pub stats: std::collections::BTreeMap<String, f64>,
 }
 
 pub trait Hooks {
@@ -122,10 +128,14 @@ impl Hooks for ConsoleHooks<'_> {
             b
         });
         bar.set_position(r.step);
-        bar.set_message(format!(
+        let mut msg = format!(
             "loss {:.3}  lr {:.2e}  {:.0} tok/s",
             r.loss, r.lr, r.tokens_per_sec
-        ));
+        );
+        for (k, v) in r.stats.iter().take(4) {
+            msg.push_str(&format!("  {k} {v:.3}"));
+        }
+        bar.set_message(msg);
         if r.step >= r.total_steps {
             bar.finish();
         }
@@ -137,8 +147,13 @@ impl Hooks for ConsoleHooks<'_> {
             .val_bpb
             .map(|b| format!("  val bpb {b:.4}"))
             .unwrap_or_default();
+        let extra: String = r
+            .stats
+            .iter()
+            .map(|(k, v)| format!("  {k} {v:.4}"))
+            .collect();
         self.say(&format!(
-            "step {:>6}  val loss {:.4}{bpb}",
+            "step {:>6}  val loss {:.4}{bpb}{extra}",
             r.step, r.val_loss
         ));
     }

@@ -2,7 +2,10 @@
 
 pub mod hooks;
 pub mod optim;
+pub mod pref;
 pub mod pretrain;
+pub mod reward;
+pub mod rl;
 pub mod schedule;
 pub mod sft;
 pub mod state;
@@ -10,6 +13,7 @@ pub mod trainer;
 
 pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
 pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
+pub use reward::{reward, RewardOptions, RewardSummary, RmEval};
 pub use schedule::{Schedule, ScheduleKind};
 pub use sft::{sft, PackStats, Rows, SftOptions, SftSummary};
 

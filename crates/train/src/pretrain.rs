@@ -186,6 +186,7 @@ pub fn pretrain(
                 step,
                 val_loss,
                 val_bpb: Some(bpb(val_loss, val.bytes_per_token())),
+                ..Default::default()
             })
         },
         |run, end| {

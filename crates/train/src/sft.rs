@@ -352,6 +352,7 @@ pub fn sft(
                 step,
                 val_loss: eval_rows(m, &val_rows, b, opts.eval_batches, device)?,
                 val_bpb: None,
+                ..Default::default()
             })
         },
         |run, end| {

@@ -32,12 +32,26 @@ pub struct LoopOptions {
     pub checkpoint_every: u64,
 }
 
+/// What one micro-batch contributes: its loss (differentiable), the tokens it trained
+/// on, and the stage's own figures to log with the step (averaged over micro-batches).
+pub struct Micro {
+    pub loss: Tensor,
+    pub tokens: u64,
+    pub stats: Vec<(&'static str, f64)>,
+}
+
+/// Where a stage keeps trainable heads that are not part of the model folder (a PPO
+/// value head): beside the model in the checkpoint, for resume.
+pub const HEADS_FILE: &str = "heads.safetensors";
+
 /// A model in training, with its optimizer and position.
 pub struct Run<'a> {
     pub stage: &'static str,
     pub out: &'a Path,
     pub cfg: Config,
     pub params: Vec<(String, Var)>,
+    /// Trained with the model but saved apart from it (see [`HEADS_FILE`]), by name.
+    pub heads: Vec<(String, Var)>,
     /// Records the graph for backward.
     pub model: Llama,
     /// Shares the parameters' storage (sees every update) but records no graph.
@@ -61,7 +75,8 @@ pub struct LoopEnd {
 
 impl<'a> Run<'a> {
     /// Resumes from `out` when asked and it holds a checkpoint (refusing if it was made
-    /// with other `resume_key` options), else starts from `init()`.
+    /// with other `resume_key` options), else starts from `init()`. Tensors `init` gives
+    /// beyond the config's parameters become [`Run::heads`].
     #[allow(clippy::too_many_arguments)]
     pub fn start(
         stage: &'static str,
@@ -94,16 +109,35 @@ impl<'a> Run<'a> {
             }
             rng.set_word_pos(state.word_pos()?);
             trim_metrics(out, state.step);
+            let mut w = w;
+            let heads = checkpoint::resolve(out)?.join(HEADS_FILE);
+            if heads.exists() {
+                w.extend(checkpoint::load_tensors(&heads, device)?);
+            }
             (cfg, w, Some((state, opt_state)))
         } else {
             let (cfg, w) = init()?;
             (cfg, w, None)
         };
-        let params = weights::to_vars(&cfg, &w)?;
-        drop(w);
+        let names: std::collections::HashSet<String> =
+            weights::param_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
+        let mut head_names: Vec<&String> = w.keys().filter(|n| !names.contains(*n)).collect();
+        head_names.sort();
+        let heads = head_names
+            .into_iter()
+            .map(|n| Ok((n.clone(), Var::from_tensor(&w[n])?)))
+            .collect::<Result<Vec<_>>>()?;
+        let model_w: HashMap<String, Tensor> = w
+            .iter()
+            .filter(|(n, _)| names.contains(*n))
+            .map(|(n, t)| (n.clone(), t.clone()))
+            .collect();
+        let params = weights::to_vars(&cfg, &model_w)?;
+        drop((w, model_w));
         let model = Llama::new(&cfg, &weights::var_tensors(&params, false), device)?;
         let eval_model = Llama::new(&cfg, &weights::var_tensors(&params, true), device)?;
-        let mut optimizer = AdamW::new(params.clone(), adam)?;
+        let mut optimizer =
+            AdamW::new(params.iter().chain(&heads).cloned().collect(), adam)?;
         let (mut step, mut tokens, mut elapsed) = (0, 0, 0.0);
         if let Some((state, opt_state)) = &state {
             optimizer.load_state(opt_state)?;
@@ -115,6 +149,7 @@ impl<'a> Run<'a> {
             out,
             cfg,
             params,
+            heads,
             model,
             eval_model,
             optimizer,
@@ -131,17 +166,38 @@ impl<'a> Run<'a> {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Runs to `lo.steps`. `batch` gives one micro-batch (inputs and targets, (B, T) u32,
-    /// targets [`ferrochat_model::ops::IGNORE`] where nothing is learned) and the number of
-    /// tokens it trains on; `eval` measures the model; `save` writes a checkpoint given the
-    /// metrics to record.
-    #[allow(clippy::too_many_arguments)]
+    /// Runs to `lo.steps` on next-token prediction. `batch` gives one micro-batch (inputs
+    /// and targets, (B, T) u32, targets [`ferrochat_model::ops::IGNORE`] where nothing is
+    /// learned) and the number of tokens it trains on; `eval` measures the model; `save`
+    /// writes a checkpoint given the metrics to record.
     pub fn train(
         &mut self,
         lo: &LoopOptions,
         schedule: &Schedule,
         hooks: &mut dyn Hooks,
         mut batch: impl FnMut(&mut ChaCha8Rng, u64) -> Result<(Tensor, Tensor, u64)>,
+        eval: impl FnMut(&Llama, u64) -> Result<EvalReport>,
+        save: impl FnMut(&Run, &LoopEnd) -> Result<()>,
+    ) -> Result<LoopEnd> {
+        let micro = |m: &Llama, rng: &mut ChaCha8Rng, step: u64| {
+            let (x, y, tokens) = batch(rng, step)?;
+            Ok(Micro {
+                loss: m.loss(&x, &y)?,
+                tokens,
+                stats: Vec::new(),
+            })
+        };
+        self.train_with(lo, schedule, hooks, micro, eval, save)
+    }
+
+    /// Runs to `lo.steps` on any loss: `micro` computes one micro-batch's loss with the
+    /// graph-recording model (and [`Run::heads`], which the stage holds clones of).
+    pub fn train_with(
+        &mut self,
+        lo: &LoopOptions,
+        schedule: &Schedule,
+        hooks: &mut dyn Hooks,
+        mut micro: impl FnMut(&Llama, &mut ChaCha8Rng, u64) -> Result<Micro>,
         mut eval: impl FnMut(&Llama, u64) -> Result<EvalReport>,
         mut save: impl FnMut(&Run, &LoopEnd) -> Result<()>,
     ) -> Result<LoopEnd> {
@@ -154,10 +210,17 @@ impl<'a> Run<'a> {
             let lr = schedule.lr(self.step);
             let mut grads: Option<candle_core::backprop::GradStore> = None;
             let (mut loss_sum, mut step_tokens) = (0.0, 0u64);
+            let mut stats: Vec<(&'static str, f64)> = Vec::new();
             for _ in 0..lo.grad_accum {
-                let (x, y, n) = batch(&mut self.rng, self.step)?;
-                step_tokens += n;
-                let loss = self.model.loss(&x, &y)?;
+                let m = micro(&self.model, &mut self.rng, self.step)?;
+                step_tokens += m.tokens;
+                for (k, v) in m.stats {
+                    match stats.iter_mut().find(|s| s.0 == k) {
+                        Some(s) => s.1 += v / lo.grad_accum as f64,
+                        None => stats.push((k, v / lo.grad_accum as f64)),
+                    }
+                }
+                let loss = m.loss;
                 loss_sum += loss.to_scalar::<f32>()? as f64;
                 let loss = if lo.grad_accum > 1 {
                     (loss / lo.grad_accum as f64)?
@@ -168,7 +231,7 @@ impl<'a> Run<'a> {
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {
-                        for (_, v) in &self.params {
+                        for (_, v) in self.params.iter().chain(&self.heads) {
                             if let (Some(a), Some(n)) =
                                 (acc.get(v.as_tensor()), g.get(v.as_tensor()))
                             {
@@ -182,7 +245,8 @@ impl<'a> Run<'a> {
             }
             let mut grads =
                 grads.ok_or_else(|| TrainError::Options("no micro-batch ran".into()))?;
-            let grad_norm = clip_grad_norm(&mut grads, &self.params, lo.grad_clip)?;
+            let all: Vec<(String, Var)> = self.params.iter().chain(&self.heads).cloned().collect();
+            let grad_norm = clip_grad_norm(&mut grads, &all, lo.grad_clip)?;
             self.optimizer.step(&grads, lr)?;
             drop(grads);
             self.step += 1;
@@ -204,6 +268,7 @@ impl<'a> Run<'a> {
                 tokens: self.tokens,
                 tokens_per_sec: step_tokens as f64 / dt,
                 elapsed_secs: self.elapsed_secs(),
+                stats: stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             });
             let last = self.step == lo.steps;
             if (lo.eval_every > 0 && self.step.is_multiple_of(lo.eval_every)) || last {
@@ -251,8 +316,16 @@ impl<'a> Run<'a> {
         };
         let opt_state = self.optimizer.state()?;
         let live_metrics = self.out.join("metrics.jsonl");
+        let heads: HashMap<String, Tensor> = self
+            .heads
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
         checkpoint::save(self.out, &self.cfg, &tensors, &meta, |dir| {
             let io = |e: String| ferrochat_model::ModelError::Io(e);
+            if !heads.is_empty() {
+                checkpoint::save_tensors(&dir.join(HEADS_FILE), &heads)?;
+            }
             tokenizer.save(dir).map_err(|e| io(e.to_string()))?;
             state.save(dir, opt_state).map_err(|e| io(e.to_string()))?;
             if live_metrics.exists() {

@@ -121,8 +121,18 @@ fn graded(item: &Item, rng: &mut ChaCha8Rng) -> Vec<(f64, String)> {
 
 /// Pairwise comparisons: the judge prefers one answer; `noise` of pairs are flipped.
 pub fn comparisons(seed: u64, n: usize, noise: f64) -> Vec<Comparison> {
-    let items = training_items(seed, 4, n);
-    let mut rng = stream(seed, 5);
+    comparisons_from(seed, (4, 5), n, noise)
+}
+
+/// Comparisons for validating a reward model: other items than [`comparisons`], and
+/// labelled without noise, so accuracy is measured against the judge itself.
+pub fn comparisons_val(seed: u64, n: usize) -> Vec<Comparison> {
+    comparisons_from(seed, (10, 11), n, 0.0)
+}
+
+fn comparisons_from(seed: u64, parts: (u64, u64), n: usize, noise: f64) -> Vec<Comparison> {
+    let items = training_items(seed, parts.0, n);
+    let mut rng = stream(seed, parts.1);
     let mut out = Vec::with_capacity(n);
     for item in &items {
         let levels = graded(item, &mut rng);
@@ -176,6 +186,23 @@ pub fn rankings(seed: u64, n: usize, noise: f64) -> Vec<RankedComparison> {
         });
     }
     out
+}
+
+/// Prompts for reinforcement learning, with what the judge expects of each answer (so a
+/// verifiable reward can be computed): training items, not held-out ones.
+pub fn rl_prompts(seed: u64, n: usize) -> Vec<EvalItem> {
+    training_items(seed, 12, n)
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| EvalItem {
+            id: format!("rl-{}-{}-{i:05}", item.skill.as_str(), item.lang.as_str()),
+            skill: item.skill,
+            lang: item.lang,
+            messages: item.prompt,
+            entity: item.entity,
+            expect: item.expect,
+        })
+        .collect()
 }
 
 /// Held-out evaluation items: `per_skill` distinct prompts per skill (fewer when the

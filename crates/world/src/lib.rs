@@ -51,13 +51,16 @@ pub struct WorldConfig {
     pub pretrain_bytes: usize,
     /// SFT dialogues; a further twentieth (at least 50) are written as `sft_val.jsonl`.
     pub sft_dialogues: usize,
-    /// Pairwise comparisons; a quarter as many ranked lists go to `rankings.jsonl`.
+    /// Pairwise comparisons; a quarter as many ranked lists go to `rankings.jsonl`, and a
+    /// twentieth (at least 50), noise-free, to `comparisons_val.jsonl`.
     pub comparisons: usize,
     /// Share of comparisons whose preference is flipped (and of rankings with one
     /// adjacent pair swapped), like labellers who disagree.
     pub label_noise: f64,
     /// Held-out evaluation prompts per skill (fewer when a skill has fewer to give).
     pub heldout_per_skill: usize,
+    /// Training prompts with the judge's expectations, for PPO and GRPO rollouts.
+    pub rl_prompts: usize,
 }
 
 impl Default for WorldConfig {
@@ -69,6 +72,7 @@ impl Default for WorldConfig {
             comparisons: 3_000,
             label_noise: 0.0,
             heldout_per_skill: 40,
+            rl_prompts: 1_000,
         }
     }
 }
@@ -109,7 +113,9 @@ pub struct Summary {
     pub sft_dialogues: usize,
     pub sft_val_dialogues: usize,
     pub comparisons: usize,
+    pub comparisons_val: usize,
     pub rankings: usize,
+    pub rl_prompts: usize,
     pub heldout: usize,
     pub label_noise: f64,
     pub heldout_by_skill: Vec<(Skill, usize)>,
@@ -190,8 +196,12 @@ pub fn generate(cfg: &WorldConfig, out: &Path) -> Result<Summary, WorldError> {
     let ranked = dataset::rankings(cfg.seed, (cfg.comparisons / 4).max(1), cfg.label_noise);
     jsonl(out.join("comparisons.jsonl"), &pairs)?;
     jsonl(out.join("rankings.jsonl"), &ranked)?;
+    let pairs_val = dataset::comparisons_val(cfg.seed, (cfg.comparisons / 20).max(50));
+    jsonl(out.join("comparisons_val.jsonl"), &pairs_val)?;
     let t_cmp = start.elapsed().as_secs_f64();
 
+    let rl = dataset::rl_prompts(cfg.seed, cfg.rl_prompts);
+    jsonl(out.join("rl_prompts.jsonl"), &rl)?;
     let held = heldout(cfg);
     jsonl(out.join("heldout.jsonl"), &held)?;
     let t_held = start.elapsed().as_secs_f64();
@@ -203,7 +213,9 @@ pub fn generate(cfg: &WorldConfig, out: &Path) -> Result<Summary, WorldError> {
         sft_dialogues: sft.len(),
         sft_val_dialogues: val.len(),
         comparisons: pairs.len(),
+        comparisons_val: pairs_val.len(),
         rankings: ranked.len(),
+        rl_prompts: rl.len(),
         heldout: held.len(),
         label_noise: cfg.label_noise,
         heldout_by_skill: Skill::ALL

@@ -1,0 +1,49 @@
+//! Reading the JSON-lines records people give a stage (dialogues, preferences) with the
+//! `--on-bad` choice, and telling them about every record that was left out.
+
+use std::path::Path;
+
+use anyhow::Result;
+use ferrochat_text::{OnBad, Records};
+
+/// What to do with a record that cannot be used.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BadRecords {
+    /// Report each (file:line: reason) and train without it
+    Skip,
+    /// Stop at the first, naming its line
+    Fail,
+}
+
+impl From<BadRecords> for OnBad {
+    fn from(b: BadRecords) -> Self {
+        match b {
+            BadRecords::Skip => OnBad::Skip,
+            BadRecords::Fail => OnBad::Fail,
+        }
+    }
+}
+
+/// Reads one file of records with `read`, warning about bad ones on stderr (never
+/// silent, even when quiet) and naming the count otherwise.
+pub fn read<T>(
+    path: &Path,
+    what: &str,
+    on_bad: BadRecords,
+    quiet: bool,
+    read: impl FnOnce(&Path, OnBad) -> ferrochat_text::Result<Records<T>>,
+) -> Result<Vec<T>> {
+    let r = read(path, on_bad.into())?;
+    if !r.bad.is_empty() {
+        eprintln!(
+            "warning: skipped {} bad {what}(s) of {} in {}:\n{}",
+            r.bad.len(),
+            r.bad.len() + r.items.len(),
+            path.display(),
+            r.bad_report(20).trim_end()
+        );
+    } else if !quiet {
+        eprintln!("{}: {} {what}s", path.display(), r.items.len());
+    }
+    Ok(r.items.into_iter().map(|(_, c)| c).collect())
+}
