@@ -4,12 +4,14 @@
 mod bench;
 mod chat;
 mod data;
+mod dpo;
 mod eval;
 mod generate;
 mod logits;
 mod pretrain;
 mod records;
 mod reward;
+mod rl;
 mod runtime;
 mod sft;
 mod speedrun;
@@ -52,6 +54,12 @@ enum Command {
     Sft(sft::Args),
     /// Train a reward model on comparisons (or `reward score` to read its verdict on answers)
     Reward(reward::Command),
+    /// Align a chat model by PPO against a reward model, under a KL leash to where it started
+    Ppo(rl::PpoArgs),
+    /// Align a chat model by GRPO against the world's judge (a verifiable reward)
+    Grpo(rl::GrpoArgs),
+    /// Align a chat model on comparisons by direct preference optimisation
+    Dpo(dpo::Args),
     /// Continue a prompt with a checkpoint
     Generate(generate::Args),
     /// Chat with a checkpoint in the terminal (reads stdin when piped)
@@ -83,6 +91,9 @@ fn main() {
         Command::Pretrain(a) => pretrain::run(a),
         Command::Sft(a) => sft::run(a),
         Command::Reward(c) => reward::run(c),
+        Command::Ppo(a) => rl::ppo(a),
+        Command::Grpo(a) => rl::grpo(a),
+        Command::Dpo(a) => dpo::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Eval(a) => eval::run(a),

@@ -47,3 +47,52 @@ pub fn read<T>(
     }
     Ok(r.items.into_iter().map(|(_, c)| c).collect())
 }
+
+/// Where a preference stage reads its comparisons.
+#[derive(clap::Args, Clone)]
+pub struct PreferenceArgs {
+    /// Preference records, JSON lines, pairs {"prompt":[messages],"chosen":..,"rejected":..}
+    /// or ranked lists {"prompt":[...],"ranked":[best, ..., worst]} (several files allowed)
+    #[arg(long, required = true, num_args = 1..)]
+    pub data: Vec<std::path::PathBuf>,
+    /// Held-out preference records (default: 5% of --data)
+    #[arg(long)]
+    pub val: Option<std::path::PathBuf>,
+    /// Bad records (not JSON, unknown role, empty or repeated answers): skip or fail
+    #[arg(long, value_enum, default_value = "skip")]
+    pub on_bad: BadRecords,
+}
+
+impl PreferenceArgs {
+    /// The training and held-out records.
+    pub fn load(
+        &self,
+        quiet: bool,
+    ) -> Result<(
+        Vec<ferrochat_text::RankedComparison>,
+        Vec<ferrochat_text::RankedComparison>,
+    )> {
+        let read_one = |p: &Path| {
+            read(
+                p,
+                "preference record",
+                self.on_bad,
+                quiet,
+                ferrochat_text::read_preferences,
+            )
+        };
+        let mut train = Vec::new();
+        for p in &self.data {
+            train.extend(read_one(p)?);
+        }
+        let val = match &self.val {
+            Some(v) => read_one(v)?,
+            None if train.len() >= 20 => {
+                let n = (train.len() / 20).max(1);
+                train.split_off(train.len() - n)
+            }
+            None => Vec::new(),
+        };
+        Ok((train, val))
+    }
+}

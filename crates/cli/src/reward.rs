@@ -4,12 +4,12 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ferrochat_text::{read_conversations, read_preferences, Message, RankedComparison, Role};
+use ferrochat_text::{read_conversations, Message, RankedComparison, Role};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::pref::{encode_groups, Answer};
 use ferrochat_train::{ConsoleHooks, RewardOptions, RewardSummary, RmEval};
 
-use crate::records::BadRecords;
+use crate::records::PreferenceArgs;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
@@ -31,13 +31,8 @@ pub struct Args {
     /// The chat (SFT) checkpoint whose trunk the reward model starts from
     #[arg(long, required = true)]
     pub base: Option<PathBuf>,
-    /// Preference records, JSON lines, pairs {"prompt":[messages],"chosen":..,"rejected":..}
-    /// or ranked lists {"prompt":[...],"ranked":[best, ..., worst]} (several files allowed)
-    #[arg(long, required = true, num_args = 1..)]
-    pub data: Vec<PathBuf>,
-    /// Held-out preference records (default: 5% of --data)
-    #[arg(long)]
-    pub val: Option<PathBuf>,
+    #[command(flatten)]
+    pub data: PreferenceArgs,
     /// Checkpoint folder to write (a LlamaForSequenceClassification folder)
     #[arg(long, required = true)]
     pub output: Option<PathBuf>,
@@ -70,9 +65,6 @@ pub struct Args {
     pub checkpoint_every: u64,
     #[arg(long, default_value_t = 42)]
     pub seed: u64,
-    /// Bad records (not JSON, unknown role, empty or repeated answers): skip or fail
-    #[arg(long, value_enum, default_value = "skip")]
-    pub on_bad: BadRecords,
     /// Continue from the checkpoint in --output
     #[arg(long)]
     pub resume: bool,
@@ -139,27 +131,12 @@ fn print_summary(s: &RewardSummary) {
     }
 }
 
-fn preferences(path: &std::path::Path, a: &Args) -> Result<Vec<RankedComparison>> {
-    crate::records::read(path, "preference record", a.on_bad, a.quiet, read_preferences)
-}
-
 pub fn train(a: &Args) -> Result<RewardSummary> {
     let (Some(base), Some(output)) = (&a.base, &a.output) else {
         bail!("--base and --output are required");
     };
     let device = crate::runtime::device(&a.device)?;
-    let mut train = Vec::new();
-    for p in &a.data {
-        train.extend(preferences(p, a)?);
-    }
-    let val = match &a.val {
-        Some(v) => preferences(v, a)?,
-        None if train.len() >= 20 => {
-            let n = (train.len() / 20).max(1);
-            train.split_off(train.len() - n)
-        }
-        None => Vec::new(),
-    };
+    let (train, val) = a.data.load(a.quiet)?;
     std::fs::create_dir_all(output).with_context(|| format!("creating {}", output.display()))?;
     let tok = Tokenizer::load(&ferrochat_model::checkpoint::resolve(base)?)?;
     let opts = RewardOptions {
@@ -225,7 +202,13 @@ fn score(a: &ScoreArgs) -> Result<()> {
             bail!("the prompt does not fit the model's context of {ctx} tokens");
         };
         let first: &Answer = &g.answers[0];
-        let s = ferrochat_train::reward::score_answers(&model, &[first], tok.special().pad, 1, &device)?;
+        let s = ferrochat_train::reward::score_answers(
+            &model,
+            &[first],
+            tok.special().pad,
+            1,
+            &device,
+        )?;
         println!("{:.4}\t{}", s[0], answer.replace('\n', " ⏎ "));
     }
     Ok(())

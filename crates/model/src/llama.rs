@@ -155,7 +155,11 @@ impl Llama {
             )));
         }
         let h = self.hidden(ids, None)?; // (B * T, C)
-        let rows: Vec<u32> = last.iter().enumerate().map(|(i, &l)| (i * t + l) as u32).collect();
+        let rows: Vec<u32> = last
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i * t + l) as u32)
+            .collect();
         let h = h.index_select(&Tensor::new(rows.as_slice(), ids.device())?, 0)?; // (B, C)
         Ok(linear(&h, score)?.squeeze(1)?)
     }

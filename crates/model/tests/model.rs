@@ -184,7 +184,9 @@ fn scoring_model_reads_the_last_real_token_and_round_trips() {
     let (rm_cfg, mut rw) = weights::trunk_with_score(&cfg, w, &Device::Cpu).unwrap();
     assert!(rm_cfg.is_classifier());
     // A non-zero head so scores differ between positions.
-    let head: Vec<f32> = (0..cfg.hidden_size).map(|i| (i as f32 * 0.37).sin()).collect();
+    let head: Vec<f32> = (0..cfg.hidden_size)
+        .map(|i| (i as f32 * 0.37).sin())
+        .collect();
     rw.insert(
         "score.weight".into(),
         Tensor::from_vec(head, (1, cfg.hidden_size), &Device::Cpu).unwrap(),
@@ -198,7 +200,11 @@ fn scoring_model_reads_the_last_real_token_and_round_trips() {
     let s3: Vec<f32> = rm.scores(&short, &[3]).unwrap().to_vec1().unwrap();
     assert!((s[0] - s3[0]).abs() < 1e-5, "{s:?} vs {s3:?}");
     assert!((s[0] - s[1]).abs() > 1e-4);
-    assert!(rm.logits(&Tensor::zeros((1, cfg.hidden_size), candle_core::DType::F32, &Device::Cpu).unwrap()).is_err());
+    assert!(rm
+        .logits(
+            &Tensor::zeros((1, cfg.hidden_size), candle_core::DType::F32, &Device::Cpu).unwrap()
+        )
+        .is_err());
     assert!(rm.scores(&ids, &[6, 0]).is_err());
 
     let dir = tempfile::tempdir().unwrap();

@@ -296,8 +296,7 @@ mod tests {
         assert_eq!(r.items.len(), 2);
         assert_eq!(r.items[0].1.ranked, vec!["good", "bad"]);
         assert_eq!(r.items[1].1.prompt, vec![Message::user("q2")]);
-        let reasons: Vec<(u64, &str)> =
-            r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
+        let reasons: Vec<(u64, &str)> = r.bad.iter().map(|b| (b.line, b.reason.as_str())).collect();
         assert_eq!(reasons.len(), 5, "{reasons:?}");
         assert!(reasons[0].1.contains("repeats"), "{reasons:?}");
         assert!(reasons[1].1.contains("end with a user"), "{reasons:?}");

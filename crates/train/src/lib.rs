@@ -1,7 +1,10 @@
 //! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
 
+pub mod dpo;
 pub mod hooks;
 pub mod optim;
+pub mod pg;
+pub mod policy;
 pub mod pref;
 pub mod pretrain;
 pub mod reward;
@@ -11,7 +14,9 @@ pub mod sft;
 pub mod state;
 pub mod trainer;
 
+pub use dpo::{dpo, DpoOptions, DpoSummary};
 pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
+pub use pg::{Algo, ModelReward, PgInputs, PgOptions, PgSummary, Reward};
 pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
 pub use reward::{reward, RewardOptions, RewardSummary, RmEval};
 pub use schedule::{Schedule, ScheduleKind};

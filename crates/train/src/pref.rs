@@ -231,10 +231,22 @@ mod tests {
     #[test]
     fn ranking_loss_on_toy_rewards_matches_hand_computation() {
         let g3 = Group {
-            answers: vec![Answer { ids: vec![1], prompt_len: 0 }; 3],
+            answers: vec![
+                Answer {
+                    ids: vec![1],
+                    prompt_len: 0
+                };
+                3
+            ],
         };
         let g2 = Group {
-            answers: vec![Answer { ids: vec![1], prompt_len: 0 }; 2],
+            answers: vec![
+                Answer {
+                    ids: vec![1],
+                    prompt_len: 0
+                };
+                2
+            ],
         };
         // group 1 scores (best first) 2, 0, 1; group 2 scores 0.5, 1.5
         let scores = t(&[2.0, 0.0, 1.0, 0.5, 1.5]);
@@ -277,7 +289,10 @@ mod tests {
         let tok = Tokenizer::train((0..30).map(|i| format!("{text} {i}")), &opts).unwrap();
         let rec = RankedComparison {
             prompt: vec![Message::user("What is two plus two?")],
-            ranked: vec!["It is four.".into(), "Hello there, how are you today? ".repeat(9)],
+            ranked: vec![
+                "It is four.".into(),
+                "Hello there, how are you today? ".repeat(9),
+            ],
         };
         let (groups, stats) = encode_groups(&tok, &[rec], 40).unwrap();
         assert_eq!((stats.records, stats.pairs, stats.truncated), (1, 1, 1));
@@ -289,7 +304,12 @@ mod tests {
             tok.decode(&short.ids[short.prompt_len..], true).unwrap(),
             "It is four.<|end|>"
         );
-        let p = pad(&[&g.answers[0], &g.answers[1]], tok.special().pad, &Device::Cpu).unwrap();
+        let p = pad(
+            &[&g.answers[0], &g.answers[1]],
+            tok.special().pad,
+            &Device::Cpu,
+        )
+        .unwrap();
         let mask: Vec<Vec<f32>> = p.mask.to_vec2().unwrap();
         let targets: Vec<Vec<u32>> = p.targets.to_vec2().unwrap();
         let picked: Vec<u32> = (0..targets[0].len())

@@ -102,14 +102,20 @@ pub fn reward(
     hooks: &mut dyn Hooks,
 ) -> Result<RewardSummary> {
     if opts.batch_size == 0 || opts.grad_accum == 0 {
-        return Err(TrainError::Options("--batch and --grad-accum must be at least 1".into()));
+        return Err(TrainError::Options(
+            "--batch and --grad-accum must be at least 1".into(),
+        ));
     }
     if !(opts.lr > 0.0 && opts.lr.is_finite()) {
         return Err(TrainError::Options("--lr must be a positive number".into()));
     }
     let base_cfg = checkpoint::load_config(base)?;
     let ctx = base_cfg.max_position_embeddings;
-    let len = if opts.seq_len == 0 { ctx } else { opts.seq_len.min(ctx) };
+    let len = if opts.seq_len == 0 {
+        ctx
+    } else {
+        opts.seq_len.min(ctx)
+    };
     let (groups, fit) = encode_groups(tokenizer, train, len)?;
     let (val_groups, _) = encode_groups(tokenizer, val, len)?;
     if groups.is_empty() {
@@ -122,7 +128,9 @@ pub fn reward(
     let steps = if opts.steps > 0 {
         opts.steps
     } else {
-        ((groups.len() as f64 * opts.epochs) / per_step).ceil().max(1.0) as u64
+        ((groups.len() as f64 * opts.epochs) / per_step)
+            .ceil()
+            .max(1.0) as u64
     };
     hooks.message(&format!(
         "{} records ({} pairs, {} cut to fit, {} too long), {} held out; {steps} steps",
@@ -140,13 +148,23 @@ pub fn reward(
         weight_decay: opts.weight_decay,
         ..Default::default()
     };
-    let mut run = Run::start("reward", out, resume, key, opts.seed, adam, device, hooks, || {
-        let (cfg, w) = checkpoint::load(base, device)?;
-        if cfg.is_classifier() {
-            return Ok((cfg, w));
-        }
-        Ok(weights::trunk_with_score(&cfg, w, device)?)
-    })?;
+    let mut run = Run::start(
+        "reward",
+        out,
+        resume,
+        key,
+        opts.seed,
+        adam,
+        device,
+        hooks,
+        || {
+            let (cfg, w) = checkpoint::load(base, device)?;
+            if cfg.is_classifier() {
+                return Ok((cfg, w));
+            }
+            Ok(weights::trunk_with_score(&cfg, w, device)?)
+        },
+    )?;
     let pad_id = tokenizer.special().pad;
     let before = evaluate(&run.eval_model, &val_groups, pad_id, b, device)?;
     let schedule = Schedule {
@@ -168,7 +186,9 @@ pub fn reward(
     let n = groups.len();
     let order = |epoch: u64| {
         let mut o: Vec<usize> = (0..n).collect();
-        o.shuffle(&mut ChaCha8Rng::seed_from_u64(opts.seed.wrapping_add(epoch)));
+        o.shuffle(&mut ChaCha8Rng::seed_from_u64(
+            opts.seed.wrapping_add(epoch),
+        ));
         o
     };
     let mut cursor = run.step * per_step as u64;
@@ -205,9 +225,12 @@ pub fn reward(
                 step,
                 val_loss: e.loss,
                 val_bpb: None,
-                stats: [("accuracy".to_string(), e.accuracy), ("ece".to_string(), e.ece)]
-                    .into_iter()
-                    .collect(),
+                stats: [
+                    ("accuracy".to_string(), e.accuracy),
+                    ("ece".to_string(), e.ece),
+                ]
+                .into_iter()
+                .collect(),
             };
             *last_eval.borrow_mut() = e;
             Ok(r)
@@ -297,7 +320,20 @@ fn summarise(margins: &[f64], chosen: f64, rejected: f64) -> RmEval {
         return RmEval::default();
     }
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    let accuracy = margins.iter().filter(|&&m| m > 0.0).count() as f64 / n as f64;
+    // a tie is a coin flip: half right
+    let accuracy = margins
+        .iter()
+        .map(|&m| {
+            if m > 0.0 {
+                1.0
+            } else if m == 0.0 {
+                0.5
+            } else {
+                0.0
+            }
+        })
+        .sum::<f64>()
+        / n as f64;
     let loss = margins
         .iter()
         .map(|&m| (-m).max(0.0) + (1.0 + (-m.abs()).exp()).ln())
@@ -309,7 +345,13 @@ fn summarise(margins: &[f64], chosen: f64, rejected: f64) -> RmEval {
         let conf = sig(m.abs());
         let b = (((conf - 0.5) / 0.1) as usize).min(4);
         bins[b].0 += conf;
-        bins[b].1 += if m > 0.0 { 1.0 } else { 0.0 };
+        bins[b].1 += if m > 0.0 {
+            1.0
+        } else if m == 0.0 {
+            0.5
+        } else {
+            0.0
+        };
         bins[b].2 += 1;
     }
     let mut ece = 0.0;

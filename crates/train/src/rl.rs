@@ -228,8 +228,11 @@ mod tests {
 
     #[test]
     fn token_logprobs_and_entropy_of_a_known_distribution() {
-        let logits = Tensor::new(&[[0f32, 0.0, 0.0, 0.0], [2f32.ln(), 0.0, 0.0, 0.0]], &Device::Cpu)
-            .unwrap();
+        let logits = Tensor::new(
+            &[[0f32, 0.0, 0.0, 0.0], [2f32.ln(), 0.0, 0.0, 0.0]],
+            &Device::Cpu,
+        )
+        .unwrap();
         let lp: Vec<f32> = token_logprobs(&logits, &Tensor::new(&[1u32, 0], &Device::Cpu).unwrap())
             .unwrap()
             .to_vec1()
@@ -244,7 +247,8 @@ mod tests {
 
     #[test]
     fn token_logprobs_gradient_matches_finite_differences() {
-        let x = candle_core::Var::new(&[[0.3f32, -0.2, 0.9], [0.1, 0.4, -0.7]], &Device::Cpu).unwrap();
+        let x =
+            candle_core::Var::new(&[[0.3f32, -0.2, 0.9], [0.1, 0.4, -0.7]], &Device::Cpu).unwrap();
         let targets = Tensor::new(&[2u32, 0], &Device::Cpu).unwrap();
         let w = t(&[1.0, -2.0]);
         let f = |x: &Tensor| -> f32 {
@@ -255,7 +259,10 @@ mod tests {
                 .to_scalar()
                 .unwrap()
         };
-        let y = (token_logprobs(x.as_tensor(), &targets).unwrap() * &w).unwrap().sum_all().unwrap();
+        let y = (token_logprobs(x.as_tensor(), &targets).unwrap() * &w)
+            .unwrap()
+            .sum_all()
+            .unwrap();
         let g = y.backward().unwrap();
         let g: Vec<Vec<f32>> = g.get(x.as_tensor()).unwrap().to_vec2().unwrap();
         let base: Vec<Vec<f32>> = x.as_tensor().to_vec2().unwrap();

@@ -119,8 +119,10 @@ impl<'a> Run<'a> {
             let (cfg, w) = init()?;
             (cfg, w, None)
         };
-        let names: std::collections::HashSet<String> =
-            weights::param_shapes(&cfg).into_iter().map(|(n, _)| n).collect();
+        let names: std::collections::HashSet<String> = weights::param_shapes(&cfg)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         let mut head_names: Vec<&String> = w.keys().filter(|n| !names.contains(*n)).collect();
         head_names.sort();
         let heads = head_names
@@ -136,8 +138,7 @@ impl<'a> Run<'a> {
         drop((w, model_w));
         let model = Llama::new(&cfg, &weights::var_tensors(&params, false), device)?;
         let eval_model = Llama::new(&cfg, &weights::var_tensors(&params, true), device)?;
-        let mut optimizer =
-            AdamW::new(params.iter().chain(&heads).cloned().collect(), adam)?;
+        let mut optimizer = AdamW::new(params.iter().chain(&heads).cloned().collect(), adam)?;
         let (mut step, mut tokens, mut elapsed) = (0, 0, 0.0);
         if let Some((state, opt_state)) = &state {
             optimizer.load_state(opt_state)?;

@@ -88,8 +88,13 @@ pub fn dialogue(item: &Item) -> Conversation {
 }
 
 /// Candidate answers to an item with the judge's score, one per distinct score, best first.
-fn graded(item: &Item, rng: &mut ChaCha8Rng) -> Vec<(f64, String)> {
+/// `off_topic` is a good answer to another question: fluent and polite but beside the
+/// point, which labellers rank below an answer to the question asked.
+fn graded(item: &Item, off_topic: &str, rng: &mut ChaCha8Rng) -> Vec<(f64, String)> {
     let mut cands = Vec::new();
+    if off_topic != item.gold {
+        cands.push(off_topic.to_string());
+    }
     for base in std::iter::once(&item.gold).chain(item.mistakes.iter().take(2)) {
         let long = ramble(base, item.lang, item.skill);
         cands.extend([
@@ -135,7 +140,8 @@ fn comparisons_from(seed: u64, parts: (u64, u64), n: usize, noise: f64) -> Vec<C
     let mut rng = stream(seed, parts.1);
     let mut out = Vec::with_capacity(n);
     for item in &items {
-        let levels = graded(item, &mut rng);
+        let other = &items[rng.random_range(0..items.len())].gold;
+        let levels = graded(item, other, &mut rng);
         if levels.len() < 2 {
             continue;
         }
@@ -166,7 +172,8 @@ pub fn rankings(seed: u64, n: usize, noise: f64) -> Vec<RankedComparison> {
     let mut rng = stream(seed, 7);
     let mut out = Vec::with_capacity(n);
     for item in &items {
-        let levels = graded(item, &mut rng);
+        let other = &items[rng.random_range(0..items.len())].gold;
+        let levels = graded(item, other, &mut rng);
         if levels.len() < 4 {
             continue;
         }

@@ -15,6 +15,7 @@ fn small(seed: u64) -> WorldConfig {
         comparisons: 800,
         label_noise: 0.1,
         heldout_per_skill: 20,
+        rl_prompts: 300,
     }
 }
 
@@ -33,9 +34,14 @@ fn training_texts(dir: &Path) -> Vec<String> {
             out.extend(c.messages.into_iter().map(|m| m.content));
         }
     }
-    for c in lines::<Comparison>(dir, "comparisons.jsonl") {
-        out.extend(c.prompt.into_iter().map(|m| m.content));
-        out.extend([c.chosen, c.rejected]);
+    for f in ["comparisons.jsonl", "comparisons_val.jsonl"] {
+        for c in lines::<Comparison>(dir, f) {
+            out.extend(c.prompt.into_iter().map(|m| m.content));
+            out.extend([c.chosen, c.rejected]);
+        }
+    }
+    for item in lines::<ferrochat_world::EvalItem>(dir, "rl_prompts.jsonl") {
+        out.extend(item.messages.into_iter().map(|m| m.content));
     }
     for r in lines::<RankedComparison>(dir, "rankings.jsonl") {
         out.extend(r.prompt.into_iter().map(|m| m.content));
