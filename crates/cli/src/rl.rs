@@ -263,19 +263,19 @@ fn split(prompts: Vec<RlPrompt>, val: usize) -> (Vec<RlPrompt>, Vec<EvalItem>) {
     (prompts, held.into_iter().filter_map(|p| p.item).collect())
 }
 
-fn finish(s: &PgSummary, c: &Common, name: &str) -> Result<()> {
+/// Writes the summary beside the checkpoint (`ppo.json`, `grpo.json`).
+fn save_summary(s: &PgSummary, c: &Common, name: &str) -> Result<()> {
     let path = c.output.join(format!("{name}.json"));
     std::fs::write(&path, serde_json::to_string_pretty(s)?)
-        .with_context(|| format!("writing {}", path.display()))?;
-    if !c.quiet {
-        print_summary(s, &c.output);
-    }
-    Ok(())
+        .with_context(|| format!("writing {}", path.display()))
 }
 
 pub fn ppo(a: PpoArgs) -> Result<()> {
     let s = train_ppo(&a)?;
-    finish(&s, &a.common, "ppo")
+    if !a.common.quiet {
+        print_summary(&s, &a.common.output);
+    }
+    Ok(())
 }
 
 pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
@@ -326,18 +326,17 @@ pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
         Some(&mut mon)
     };
     let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-    Ok(ferrochat_train::pg::train(
-        &o,
-        &inp,
-        &mut reward,
-        monitor,
-        &mut hooks,
-    )?)
+    let s = ferrochat_train::pg::train(&o, &inp, &mut reward, monitor, &mut hooks)?;
+    save_summary(&s, c, "ppo")?;
+    Ok(s)
 }
 
 pub fn grpo(a: GrpoArgs) -> Result<()> {
     let s = train_grpo(&a)?;
-    finish(&s, &a.common, "grpo")
+    if !a.common.quiet {
+        print_summary(&s, &a.common.output);
+    }
+    Ok(())
 }
 
 pub fn train_grpo(a: &GrpoArgs) -> Result<PgSummary> {
@@ -374,11 +373,7 @@ pub fn train_grpo(a: &GrpoArgs) -> Result<PgSummary> {
         Some(&mut mon)
     };
     let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-    Ok(ferrochat_train::pg::train(
-        &o,
-        &inp,
-        &mut reward,
-        monitor,
-        &mut hooks,
-    )?)
+    let s = ferrochat_train::pg::train(&o, &inp, &mut reward, monitor, &mut hooks)?;
+    save_summary(&s, c, "grpo")?;
+    Ok(s)
 }

@@ -222,6 +222,16 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "eval_base.json",
         "chat/model.safetensors",
         "eval_sft.json",
+        "reward/model.safetensors",
+        "reward/reward.json",
+        "ppo/model.safetensors",
+        "ppo/heads.safetensors",
+        "ppo/ppo.json",
+        "dpo/dpo.json",
+        "grpo/grpo.json",
+        "eval_ppo.json",
+        "eval_dpo.json",
+        "eval_grpo.json",
     ] {
         assert!(run.join(f).exists(), "{f} missing");
     }
@@ -233,7 +243,13 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "## Samples",
         "## Supervised fine-tuning",
         "## Judged evaluation",
-        "### Base vs chat",
+        "## Reward model",
+        "## PPO",
+        "## DPO",
+        "## GRPO",
+        "### Every stage",
+        "| PPO |",
+        "win rate",
     ] {
         assert!(
             report.contains(section),
@@ -250,6 +266,66 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     assert!(meta.contains("\"step\": 120"), "{meta}");
     let meta = std::fs::read_to_string(run.join("chat/meta.json")).unwrap();
     assert!(meta.contains("\"stage\": \"sft\""), "{meta}");
+    let rm = std::fs::read_to_string(run.join("reward/config.json")).unwrap();
+    assert!(rm.contains("LlamaForSequenceClassification"), "{rm}");
+
+    // the reward model reads answers; a language model is refused as one
+    let scores = ok(bin()
+        .args(["reward", "score", "--model"])
+        .arg(run.join("reward"))
+        .args(["--prompt", "What is the capital of France?"])
+        .args(["--answer", "Paris.", "--answer", "Ugh. Look it up."]));
+    let lines: Vec<f64> = scores
+        .lines()
+        .map(|l| l.split('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{scores}");
+    let err = fails(
+        bin()
+            .args(["reward", "score", "--model"])
+            .arg(run.join("chat"))
+            .args(["--prompt", "hi", "--answer", "hello"]),
+    );
+    assert!(err.contains("not a reward model"), "{err}");
+    // a stage never resumes another stage's folder
+    let err = fails(
+        bin()
+            .args([
+                "ppo",
+                "--quiet",
+                "--resume",
+                "--iterations",
+                "1",
+                "--policy",
+            ])
+            .arg(run.join("chat"))
+            .arg("--reward")
+            .arg(run.join("reward"))
+            .arg("--prompts")
+            .arg(run.join("world/rl_prompts.jsonl"))
+            .arg("--output")
+            .arg(run.join("dpo")),
+    );
+    assert!(err.contains("holds a dpo checkpoint"), "{err}");
+    // bad preference records are named by line, and stop the run when asked
+    let bad = tmp.path().join("bad.jsonl");
+    std::fs::write(
+        &bad,
+        "{\"prompt\":\"q\",\"chosen\":\"a\",\"rejected\":\"b\"}\nnot json\n{\"prompt\":\"q\",\"chosen\":\"a\",\"rejected\":\"a\"}\n",
+    )
+    .unwrap();
+    let err = fails(
+        bin()
+            .args([
+                "dpo", "--quiet", "--steps", "1", "--on-bad", "fail", "--base",
+            ])
+            .arg(run.join("chat"))
+            .arg("--data")
+            .arg(&bad)
+            .arg("--output")
+            .arg(tmp.path().join("dpo_bad")),
+    );
+    assert!(err.contains("bad.jsonl:2: not JSON"), "{err}");
 }
 
 fn sft(base: &Path, data: &Path, out: &Path, steps: u32) -> Command {

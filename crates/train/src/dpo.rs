@@ -148,7 +148,20 @@ fn evaluate(
     Ok(DpoEval {
         pairs: margins.len(),
         loss: loss / n,
-        accuracy: margins.iter().filter(|&&m| m > 0.0).count() as f64 / n,
+        // a tie is a coin flip: half right
+        accuracy: margins
+            .iter()
+            .map(|&m| {
+                if m > 0.0 {
+                    1.0
+                } else if m == 0.0 {
+                    0.5
+                } else {
+                    0.0
+                }
+            })
+            .sum::<f64>()
+            / n,
         margin: margins.iter().map(|&m| m as f64).sum::<f64>() / n,
     })
 }

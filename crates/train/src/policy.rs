@@ -18,6 +18,9 @@ use crate::{Result, TrainError};
 /// A prompt rendered for the policy, leaving room for `max_new` answer tokens.
 #[derive(Debug, Clone)]
 pub struct Prompt {
+    /// Its position in the caller's list (prompts that do not fit are left out, so this
+    /// is how a reward finds what the prompt asked).
+    pub index: usize,
     pub messages: Vec<Message>,
     pub ids: Vec<u32>,
 }
@@ -32,9 +35,10 @@ pub fn render_prompts(
 ) -> Result<(Vec<Prompt>, usize)> {
     let mut out = Vec::with_capacity(prompts.len());
     let mut too_long = 0;
-    for m in prompts {
+    for (index, m) in prompts.iter().enumerate() {
         match tok.encode_prompt_fitting(m, ctx, max_new) {
             Ok(f) => out.push(Prompt {
+                index,
                 messages: m.clone(),
                 ids: f.value,
             }),
@@ -54,6 +58,7 @@ pub fn render_prompts(
 /// stop token included when it ended), and whether it ended by itself.
 #[derive(Debug, Clone)]
 pub struct Rollout {
+    /// [`Prompt::index`] of the prompt it answers.
     pub prompt: usize,
     pub answer: Answer,
     pub ended: bool,
@@ -73,12 +78,11 @@ pub struct RolloutOptions {
     pub temperature: f32,
 }
 
-/// Samples `per_prompt` answers to each chosen prompt in one engine batch, each
-/// sequence with its own seed drawn from `rng` (so a resumed run samples the same).
+/// Samples `per_prompt` answers to each prompt in one engine batch, each sequence with
+/// its own seed drawn from `rng` (so a resumed run samples the same).
 pub fn rollouts(
     model: &Llama,
     prompts: &[&Prompt],
-    indices: &[usize],
     per_prompt: usize,
     opts: &RolloutOptions,
     stop: &[u32],
@@ -87,10 +91,10 @@ pub fn rollouts(
     let mut seqs: Vec<&[u32]> = Vec::new();
     let mut gen = Vec::new();
     let mut owner = Vec::new();
-    for (k, p) in prompts.iter().enumerate() {
+    for p in prompts {
         for _ in 0..per_prompt {
             seqs.push(&p.ids);
-            owner.push(indices[k]);
+            owner.push(p.index);
             gen.push(GenerateOptions {
                 max_new_tokens: opts.max_new_tokens,
                 sampling: SamplingParams {
@@ -179,12 +183,11 @@ pub fn sampled_kl(
     use rand::SeedableRng;
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let chosen: Vec<&Prompt> = prompts.iter().take(n.max(1)).collect();
-    let idx: Vec<usize> = (0..chosen.len()).collect();
     let opts = RolloutOptions {
         max_new_tokens: max_new,
         temperature: 1.0,
     };
-    let rs = rollouts(policy, &chosen, &idx, 1, &opts, stop, &mut rng)?;
+    let rs = rollouts(policy, &chosen, 1, &opts, stop, &mut rng)?;
     let answers: Vec<&Answer> = rs.iter().map(|r| &r.answer).collect();
     let dev = policy.device();
     let lp = token_logprobs_of(policy, &answers, pad_id, 16, dev)?;

@@ -1,0 +1,215 @@
+//! How big each stage of a speedrun is: the default (every stage's effect visible within
+//! half an hour on two cores) and `--quick` (a tiny model, about a minute, for tests).
+
+use ferrochat_world::WorldConfig;
+
+use super::Args;
+
+/// Sizes of one speedrun.
+pub struct Plan {
+    pub world: WorldConfig,
+    pub vocab: usize,
+    pub pretrain: crate::pretrain::Args,
+    pub sft: crate::sft::Args,
+    pub reward: crate::reward::Args,
+    pub ppo: crate::rl::PpoArgs,
+    pub dpo: crate::dpo::Args,
+    pub grpo: crate::rl::GrpoArgs,
+    pub eval_items: usize,
+}
+
+pub fn plan(a: &Args) -> Plan {
+    let out = &a.output;
+    let mut world = WorldConfig {
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut pretrain = crate::pretrain::Args {
+        data: out.join("data"),
+        tokenizer: None,
+        output: out.join("base"),
+        preset: "d4".into(),
+        steps: 600,
+        batch: 8,
+        seq: 256,
+        grad_accum: 1,
+        lr: 3e-3,
+        min_lr_frac: 0.05,
+        warmup: 60,
+        schedule: ferrochat_train::ScheduleKind::Cosine,
+        weight_decay: 0.1,
+        grad_clip: 1.0,
+        eval_every: 100,
+        eval_batches: 16,
+        sample_every: 200,
+        sample_prompt: "The capital of France is".into(),
+        checkpoint_every: 100,
+        seed: a.seed,
+        untied: false,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let world_dir = out.join("world");
+    let mut sft = crate::sft::Args {
+        base: out.join("base"),
+        data: world_dir.join("sft.jsonl"),
+        val: Some(world_dir.join("sft_val.jsonl")),
+        output: out.join("chat"),
+        steps: 0,
+        epochs: 2.0,
+        batch: 8,
+        seq: 0,
+        grad_accum: 1,
+        lr: 1e-3,
+        min_lr_frac: 0.0,
+        warmup: 10,
+        schedule: ferrochat_train::ScheduleKind::Cosine,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        eval_every: 100,
+        eval_batches: 16,
+        sample_every: 0,
+        sample_prompt: "What is the capital of France?".into(),
+        checkpoint_every: 100,
+        seed: a.seed,
+        no_pack: false,
+        mix_pretrain: 0.0,
+        pretrain_data: None,
+        on_bad: crate::records::BadRecords::Fail,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let chat = out.join("chat");
+    let prefs = crate::records::PreferenceArgs {
+        data: vec![
+            world_dir.join("comparisons.jsonl"),
+            world_dir.join("rankings.jsonl"),
+        ],
+        val: Some(world_dir.join("comparisons_val.jsonl")),
+        on_bad: crate::records::BadRecords::Fail,
+    };
+    let mut reward = crate::reward::Args {
+        base: Some(chat.clone()),
+        data: prefs.clone(),
+        output: Some(out.join("reward")),
+        steps: 80,
+        epochs: 1.0,
+        batch: 8,
+        seq: 0,
+        grad_accum: 1,
+        lr: 3e-4,
+        warmup: 10,
+        weight_decay: 0.0,
+        grad_clip: 1.0,
+        eval_every: 0,
+        checkpoint_every: 40,
+        seed: a.seed,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let common = |name: &str| crate::rl::Common {
+        policy: chat.clone(),
+        prompts: world_dir.join("rl_prompts.jsonl"),
+        output: out.join(name),
+        iterations: None,
+        prompts_per_iter: None,
+        minibatch: None,
+        ppo_epochs: None,
+        max_new_tokens: None,
+        lr: None,
+        temperature: None,
+        clip_range: None,
+        kl_coef: None,
+        missing_end_penalty: None,
+        val_prompts: 32,
+        eval_every: Some(0),
+        checkpoint_every: Some(10),
+        seed: a.seed,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let mut ppo = crate::rl::PpoArgs {
+        common: common("ppo"),
+        reward: out.join("reward"),
+        target_kl: 4.0,
+        ptx_coef: 0.0,
+        pretrain_data: None,
+        no_reward_norm: false,
+    };
+    ppo.common.iterations = Some(60);
+    ppo.common.lr = Some(1e-5);
+    let mut dpo = crate::dpo::Args {
+        base: chat.clone(),
+        data: prefs,
+        output: out.join("dpo"),
+        steps: 80,
+        epochs: 1.0,
+        batch: 8,
+        seq: 0,
+        grad_accum: 1,
+        beta: 0.3,
+        lr: 2e-5,
+        warmup: 10,
+        grad_clip: 1.0,
+        eval_every: 0,
+        checkpoint_every: 40,
+        kl_samples: 64,
+        seed: a.seed,
+        resume: true,
+        quiet: a.quiet,
+        device: a.device.clone(),
+    };
+    let mut grpo = crate::rl::GrpoArgs {
+        common: common("grpo"),
+        group: 4,
+    };
+    grpo.common.iterations = Some(40);
+    let mut vocab = 4096;
+    let mut eval_items = 150;
+    if a.quick {
+        world.pretrain_bytes = 400_000;
+        world.sft_dialogues = 200;
+        world.comparisons = 200;
+        world.rl_prompts = 100;
+        vocab = 1024;
+        pretrain.preset = "tiny".into();
+        pretrain.steps = 120;
+        pretrain.batch = 8;
+        pretrain.seq = 128;
+        pretrain.warmup = 10;
+        pretrain.eval_every = 60;
+        pretrain.eval_batches = 4;
+        pretrain.sample_every = 0;
+        pretrain.checkpoint_every = 60;
+        sft.eval_every = 0;
+        sft.eval_batches = 4;
+        sft.checkpoint_every = 0;
+        eval_items = 24;
+        reward.steps = 6;
+        reward.checkpoint_every = 0;
+        dpo.steps = 6;
+        dpo.checkpoint_every = 0;
+        dpo.kl_samples = 8;
+        for c in [&mut ppo.common, &mut grpo.common] {
+            c.iterations = Some(2);
+            c.prompts_per_iter = Some(4);
+            c.max_new_tokens = Some(24);
+            c.val_prompts = 4;
+        }
+    }
+    Plan {
+        world,
+        vocab,
+        pretrain,
+        sft,
+        reward,
+        ppo,
+        dpo,
+        grpo,
+        eval_items,
+    }
+}
