@@ -13,7 +13,7 @@ use ferrochat_text::{Message, Role};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::pg::Monitor;
 use ferrochat_train::policy::{Prompt, Rollout};
-use ferrochat_train::{Algo, ConsoleHooks, ModelReward, PgInputs, PgOptions, PgSummary};
+use ferrochat_train::{Algo, ConsoleHooks, ModelReward, PgInputs, PgOptions, PgSummary, Reward};
 use ferrochat_world::EvalItem;
 
 /// What PPO and GRPO share on the command line.
@@ -298,18 +298,7 @@ pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
     o.target_kl = (a.target_kl > 0.0).then_some(a.target_kl);
     o.ptx_coef = a.ptx_coef;
     o.normalise_reward = !a.no_reward_norm;
-    let msgs: Vec<Vec<Message>> = train.iter().map(|p| p.messages.clone()).collect();
-    std::fs::create_dir_all(&c.output)
-        .with_context(|| format!("creating {}", c.output.display()))?;
-    let inp = PgInputs {
-        policy: &c.policy,
-        tokenizer: &tok,
-        prompts: &msgs,
-        pretrain: a.pretrain_data.as_deref(),
-        out: &c.output,
-        resume: c.resume,
-        device: &device,
-    };
+    // a second copy of the reward model scores the held-out answers
     let watcher = Llama::new(
         rm.config(),
         &ferrochat_model::checkpoint::load(&a.reward, &device)?.1,
@@ -319,16 +308,57 @@ pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
         model: rm,
         pad_id: tok.special().pad,
     };
-    let mut mon = |m: &Llama| watch(m, &tok, &held, Some(&watcher));
-    let monitor: Option<&mut Monitor> = if held.is_empty() {
-        None
-    } else {
-        Some(&mut mon)
+    let run = PgRun {
+        c,
+        opts: &o,
+        tok: &tok,
+        train: &train,
+        held: &held,
+        pretrain: a.pretrain_data.as_deref(),
+        device: &device,
     };
-    let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-    let s = ferrochat_train::pg::train(&o, &inp, &mut reward, monitor, &mut hooks)?;
-    save_summary(&s, c, "ppo")?;
-    Ok(s)
+    run.go(&mut reward, Some(&watcher), "ppo")
+}
+
+/// What [`train_ppo`] and [`train_grpo`] hand the shared loop.
+struct PgRun<'a> {
+    c: &'a Common,
+    opts: &'a PgOptions,
+    tok: &'a Tokenizer,
+    train: &'a [RlPrompt],
+    held: &'a [EvalItem],
+    pretrain: Option<&'a Path>,
+    device: &'a candle_core::Device,
+}
+
+impl PgRun<'_> {
+    /// Trains, watching the held-out prompts (with `rm` too, when given), and writes
+    /// `<name>.json` beside the checkpoint.
+    fn go(&self, reward: &mut dyn Reward, rm: Option<&Llama>, name: &str) -> Result<PgSummary> {
+        let c = self.c;
+        let msgs: Vec<Vec<Message>> = self.train.iter().map(|p| p.messages.clone()).collect();
+        std::fs::create_dir_all(&c.output)
+            .with_context(|| format!("creating {}", c.output.display()))?;
+        let inp = PgInputs {
+            policy: &c.policy,
+            tokenizer: self.tok,
+            prompts: &msgs,
+            pretrain: self.pretrain,
+            out: &c.output,
+            resume: c.resume,
+            device: self.device,
+        };
+        let mut mon = |m: &Llama| watch(m, self.tok, self.held, rm);
+        let monitor: Option<&mut Monitor> = if self.held.is_empty() {
+            None
+        } else {
+            Some(&mut mon)
+        };
+        let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
+        let s = ferrochat_train::pg::train(self.opts, &inp, reward, monitor, &mut hooks)?;
+        save_summary(&s, c, name)?;
+        Ok(s)
+    }
 }
 
 pub fn grpo(a: GrpoArgs) -> Result<()> {
@@ -353,27 +383,15 @@ pub fn train_grpo(a: &GrpoArgs) -> Result<PgSummary> {
     let mut o = PgOptions::grpo();
     c.apply(&mut o);
     o.algo = Algo::Grpo { group: a.group };
-    let msgs: Vec<Vec<Message>> = train.iter().map(|p| p.messages.clone()).collect();
-    std::fs::create_dir_all(&c.output)
-        .with_context(|| format!("creating {}", c.output.display()))?;
-    let inp = PgInputs {
-        policy: &c.policy,
-        tokenizer: &tok,
-        prompts: &msgs,
+    let mut reward = |_: &[Prompt], rs: &[Rollout]| judge_rollouts(&tok, &train, rs);
+    let run = PgRun {
+        c,
+        opts: &o,
+        tok: &tok,
+        train: &train,
+        held: &held,
         pretrain: None,
-        out: &c.output,
-        resume: c.resume,
         device: &device,
     };
-    let mut reward = |_: &[Prompt], rs: &[Rollout]| judge_rollouts(&tok, &train, rs);
-    let mut mon = |m: &Llama| watch(m, &tok, &held, None);
-    let monitor: Option<&mut Monitor> = if held.is_empty() {
-        None
-    } else {
-        Some(&mut mon)
-    };
-    let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-    let s = ferrochat_train::pg::train(&o, &inp, &mut reward, monitor, &mut hooks)?;
-    save_summary(&s, c, "grpo")?;
-    Ok(s)
+    run.go(&mut reward, None, "grpo")
 }

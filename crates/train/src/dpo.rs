@@ -10,11 +10,9 @@ use candle_core::Device;
 use ferrochat_model::{checkpoint, Llama};
 use ferrochat_text::RankedComparison;
 use ferrochat_tokenizer::Tokenizer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::epochs::Epochs;
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
 use crate::policy::{answer_logprobs, render_prompts, sampled_kl};
@@ -266,16 +264,7 @@ pub fn dpo(
         sample_every: 0,
         checkpoint_every: opts.checkpoint_every,
     };
-    let n = pairs.len();
-    let order = |epoch: u64| {
-        let mut o: Vec<usize> = (0..n).collect();
-        o.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            opts.seed.wrapping_add(epoch),
-        ));
-        o
-    };
-    let mut cursor = run.step * per_step as u64;
-    let mut cached = (0u64, order(0));
+    let mut epochs = Epochs::new(pairs.len(), opts.seed, run.step * per_step as u64);
     let data = serde_json::json!({ "base": base, "fit": fit, "beta": opts.beta });
     let last = std::cell::RefCell::new(before.clone());
     let end = run.train_with(
@@ -285,12 +274,7 @@ pub fn dpo(
         |m: &Llama, _rng, _step| {
             let mut batch = Vec::with_capacity(b);
             for _ in 0..b {
-                let epoch = cursor / n as u64;
-                if cached.0 != epoch {
-                    cached = (epoch, order(epoch));
-                }
-                batch.push(pairs[cached.1[(cursor % n as u64) as usize]]);
-                cursor += 1;
+                batch.push(pairs[epochs.next_index()]);
             }
             let (loss, margins, tokens) =
                 batch_loss(m, &reference, &batch, opts.beta, pad_id, device)?;

@@ -1,6 +1,7 @@
 //! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
 
 pub mod dpo;
+pub mod epochs;
 pub mod hooks;
 pub mod optim;
 pub mod pg;

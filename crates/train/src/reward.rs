@@ -9,11 +9,9 @@ use candle_core::Device;
 use ferrochat_model::{checkpoint, weights, Llama};
 use ferrochat_text::RankedComparison;
 use ferrochat_tokenizer::Tokenizer;
-use rand::seq::SliceRandom;
-use rand::SeedableRng;
-use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::epochs::Epochs;
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
 use crate::pref::{encode_groups, pad, ranking_loss, FitStats, Group};
@@ -183,16 +181,7 @@ pub fn reward(
         sample_every: 0,
         checkpoint_every: opts.checkpoint_every,
     };
-    let n = groups.len();
-    let order = |epoch: u64| {
-        let mut o: Vec<usize> = (0..n).collect();
-        o.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            opts.seed.wrapping_add(epoch),
-        ));
-        o
-    };
-    let mut cursor = run.step * per_step as u64;
-    let mut cached = (0u64, order(0));
+    let mut epochs = Epochs::new(groups.len(), opts.seed, run.step * per_step as u64);
     let data = serde_json::json!({ "base": base, "fit": fit });
     let last_eval = std::cell::RefCell::new(before.clone());
     let end = run.train_with(
@@ -202,12 +191,7 @@ pub fn reward(
         |m: &Llama, _rng, _step| {
             let mut batch: Vec<&Group> = Vec::with_capacity(b);
             for _ in 0..b {
-                let epoch = cursor / n as u64;
-                if cached.0 != epoch {
-                    cached = (epoch, order(epoch));
-                }
-                batch.push(&groups[cached.1[(cursor % n as u64) as usize]]);
-                cursor += 1;
+                batch.push(&groups[epochs.next_index()]);
             }
             let answers: Vec<_> = batch.iter().flat_map(|g| &g.answers).collect();
             let p = pad(&answers, pad_id, device)?;

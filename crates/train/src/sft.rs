@@ -15,6 +15,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::epochs::Epochs;
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
 use crate::schedule::{Schedule, ScheduleKind};
@@ -306,18 +307,14 @@ pub fn sft(
         sample_every: opts.sample_every,
         checkpoint_every: opts.checkpoint_every,
     };
-    // the row stream: every epoch visits the rows in a fresh seeded order; which rows a
-    // micro-batch gets depends only on its index, so a resumed run continues it exactly
-    let n_rows = rows.ids.len();
-    let epoch_order = |epoch: u64| {
-        let mut o: Vec<usize> = (0..n_rows).collect();
-        o.shuffle(&mut ChaCha8Rng::seed_from_u64(
-            opts.seed.wrapping_add(epoch),
-        ));
-        o
-    };
-    let mut cursor = run.step * (opts.grad_accum * b) as u64; // rows of dialogue drawn so far
-    let mut cached: (u64, Vec<usize>) = (0, epoch_order(0));
+    // the row stream: every epoch visits the rows in a fresh seeded order. A row slot
+    // given to pretraining text still advances it (that dialogue row sits this epoch
+    // out), so the position is `step * rows per step` and a resumed run continues exactly.
+    let mut epochs = Epochs::new(
+        rows.ids.len(),
+        opts.seed,
+        run.step * (opts.grad_accum * b) as u64,
+    );
     let data_desc =
         serde_json::json!({ "base": base, "dialogues": stats.conversations, "pack": stats });
     let end = run.train(
@@ -327,6 +324,7 @@ pub fn sft(
         |rng, _| {
             let (mut x, mut y) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
             for _ in 0..b {
+                let row = epochs.next_index();
                 if let Some(m) = mix
                     .as_ref()
                     .filter(|_| rng.random::<f64>() < opts.mix_pretrain)
@@ -336,12 +334,7 @@ pub fn sft(
                     y.extend(py);
                     continue;
                 }
-                let epoch = cursor / n_rows as u64;
-                if cached.0 != epoch {
-                    cached = (epoch, epoch_order(epoch));
-                }
-                rows.xy(cached.1[(cursor % n_rows as u64) as usize], &mut x, &mut y);
-                cursor += 1;
+                rows.xy(row, &mut x, &mut y);
             }
             let x = Tensor::from_vec(x, (b, t), device)?;
             let y = Tensor::from_vec(y, (b, t), device)?;
