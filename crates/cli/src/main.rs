@@ -37,7 +37,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, samples, judged eval
+    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, SFT, reward model, PPO, DPO, GRPO, judged evals
     Speedrun(speedrun::Args),
     /// Generate the built-in bilingual world (pretraining text, dialogues, comparisons, held-out prompts)
     #[command(subcommand)]
