@@ -52,7 +52,12 @@ pub fn run(a: Args) -> Result<()> {
     stage(a.quiet, "world");
     let world_dir = out.join("world");
     let t = Instant::now();
-    if !world_dir.join("world.json").exists() {
+    // a world written by an older version lacks the newer files: the same seed writes
+    // the same old ones again, plus the new
+    let complete = ["world.json", "comparisons_val.jsonl", "rl_prompts.jsonl"]
+        .iter()
+        .all(|f| world_dir.join(f).exists());
+    if !complete {
         ferrochat_world::generate(&p.world, &world_dir)
             .with_context(|| format!("generating the world into {}", world_dir.display()))?;
     }
