@@ -48,6 +48,16 @@ pub fn read<T>(
     Ok(r.items.into_iter().map(|(_, c)| c).collect())
 }
 
+/// Takes the last `1/every` of the records (at least one) as held-out data when there
+/// are 20 or more, for a stage given no validation file.
+pub fn hold_out<T>(train: &mut Vec<T>, every: usize) -> Vec<T> {
+    if train.len() < 20 {
+        return Vec::new();
+    }
+    let n = (train.len() / every).max(1);
+    train.split_off(train.len() - n)
+}
+
 /// Where a preference stage reads its comparisons.
 #[derive(clap::Args, Clone)]
 pub struct PreferenceArgs {
@@ -87,11 +97,7 @@ impl PreferenceArgs {
         }
         let val = match &self.val {
             Some(v) => read_one(v)?,
-            None if train.len() >= 20 => {
-                let n = (train.len() / 20).max(1);
-                train.split_off(train.len() - n)
-            }
-            None => Vec::new(),
+            None => hold_out(&mut train, 20),
         };
         Ok((train, val))
     }

@@ -4,9 +4,8 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use ferrochat_text::{read_conversations, Message, RankedComparison, Role};
+use ferrochat_text::{read_conversations, Message, Role};
 use ferrochat_tokenizer::Tokenizer;
-use ferrochat_train::pref::{encode_groups, Answer};
 use ferrochat_train::{ConsoleHooks, RewardOptions, RewardSummary, RmEval};
 
 use crate::records::PreferenceArgs;
@@ -164,7 +163,7 @@ pub fn train(a: &Args) -> Result<RewardSummary> {
 }
 
 fn score(a: &ScoreArgs) -> Result<()> {
-    let (tok, model, device) = crate::runtime::open_model(&a.model, &a.device)?;
+    let (tok, model, _) = crate::runtime::open_model(&a.model, &a.device)?;
     if !model.config().is_classifier() {
         bail!(
             "{} is a language model, not a reward model (train one with `ferrochat reward`)",
@@ -191,25 +190,9 @@ fn score(a: &ScoreArgs) -> Result<()> {
     } else {
         bail!("give --prompt with one or more --answer, or --conversations FILE");
     }
-    let ctx = model.config().max_position_embeddings;
-    for (prompt, answer) in items {
-        let rec = RankedComparison {
-            prompt,
-            ranked: vec![answer.clone()],
-        };
-        let (groups, _) = encode_groups(&tok, &[rec], ctx)?;
-        let Some(g) = groups.first() else {
-            bail!("the prompt does not fit the model's context of {ctx} tokens");
-        };
-        let first: &Answer = &g.answers[0];
-        let s = ferrochat_train::reward::score_answers(
-            &model,
-            &[first],
-            tok.special().pad,
-            1,
-            &device,
-        )?;
-        println!("{:.4}\t{}", s[0], answer.replace('\n', " ⏎ "));
+    let scores = ferrochat_train::reward::score_texts(&model, &tok, &items)?;
+    for ((_, answer), s) in items.iter().zip(scores) {
+        println!("{s:.4}\t{}", answer.replace('\n', " ⏎ "));
     }
     Ok(())
 }

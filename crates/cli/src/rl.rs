@@ -204,28 +204,12 @@ fn watch(
         .map_err(|e| ferrochat_train::TrainError::Data(e.to_string()))?;
     let mut out = vec![("judged".to_string(), card.overall.mean_score)];
     if let Some(rm) = rm {
-        let recs: Vec<_> = items
+        let texts: Vec<_> = items
             .iter()
             .zip(&judged)
-            .map(|(it, j)| ferrochat_text::RankedComparison {
-                prompt: it.messages.clone(),
-                ranked: vec![if j.answer.is_empty() {
-                    " ".into()
-                } else {
-                    j.answer.clone()
-                }],
-            })
+            .map(|(it, j)| (it.messages.clone(), j.answer.clone()))
             .collect();
-        let ctx = rm.config().max_position_embeddings;
-        let (groups, _) = ferrochat_train::pref::encode_groups(tok, &recs, ctx)?;
-        let answers: Vec<_> = groups.iter().map(|g| &g.answers[0]).collect();
-        let s = ferrochat_train::reward::score_answers(
-            rm,
-            &answers,
-            tok.special().pad,
-            16,
-            rm.device(),
-        )?;
+        let s = ferrochat_train::reward::score_texts(rm, tok, &texts)?;
         let mean = s.iter().map(|&x| x as f64).sum::<f64>() / s.len().max(1) as f64;
         out.push(("reward".to_string(), mean));
     }
@@ -298,14 +282,8 @@ pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
     o.target_kl = (a.target_kl > 0.0).then_some(a.target_kl);
     o.ptx_coef = a.ptx_coef;
     o.normalise_reward = !a.no_reward_norm;
-    // a second copy of the reward model scores the held-out answers
-    let watcher = Llama::new(
-        rm.config(),
-        &ferrochat_model::checkpoint::load(&a.reward, &device)?.1,
-        &device,
-    )?;
     let mut reward = ModelReward {
-        model: rm,
+        model: &rm,
         pad_id: tok.special().pad,
     };
     let run = PgRun {
@@ -317,7 +295,7 @@ pub fn train_ppo(a: &PpoArgs) -> Result<PgSummary> {
         pretrain: a.pretrain_data.as_deref(),
         device: &device,
     };
-    run.go(&mut reward, Some(&watcher), "ppo")
+    run.go(&mut reward, Some(&rm), "ppo")
 }
 
 /// What [`train_ppo`] and [`train_grpo`] hand the shared loop.

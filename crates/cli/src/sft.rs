@@ -140,11 +140,7 @@ pub fn train(a: &Args) -> Result<SftSummary> {
     let mut train = dialogues(&a.data, a.on_bad, a.quiet)?;
     let val = match &a.val {
         Some(v) => dialogues(v, a.on_bad, a.quiet)?,
-        None if train.len() >= 20 => {
-            let n = (train.len() / 50).max(1);
-            train.split_off(train.len() - n)
-        }
-        None => Vec::new(),
+        None => crate::records::hold_out(&mut train, 50),
     };
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;

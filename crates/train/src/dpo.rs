@@ -247,7 +247,27 @@ pub fn dpo(
         || Ok((ref_cfg.clone(), ref_w.clone())),
     )?;
     let pad_id = tokenizer.special().pad;
-    let before = evaluate(&reference, &reference, &val_pairs, opts, pad_id, device)?;
+    // the policy starts as the reference: every margin is zero
+    let before = DpoEval {
+        pairs: val_pairs.len(),
+        loss: std::f64::consts::LN_2,
+        accuracy: 0.5,
+        margin: 0.0,
+    };
+    // what the model in `out` is now (a resumed run that is already finished trains no
+    // more, and its figures are these)
+    let now = if run.step > 0 {
+        evaluate(
+            &run.eval_model,
+            &reference,
+            &val_pairs,
+            opts,
+            pad_id,
+            device,
+        )?
+    } else {
+        before.clone()
+    };
     let schedule = Schedule {
         kind: ScheduleKind::Cosine,
         max_lr: opts.lr,
@@ -266,7 +286,7 @@ pub fn dpo(
     };
     let mut epochs = Epochs::new(pairs.len(), opts.seed, run.step * per_step as u64);
     let data = serde_json::json!({ "base": base, "fit": fit, "beta": opts.beta });
-    let last = std::cell::RefCell::new(before.clone());
+    let last = std::cell::RefCell::new(now);
     let end = run.train_with(
         &lo,
         &schedule,
@@ -318,7 +338,7 @@ pub fn dpo(
             run.save(tokenizer, data.clone(), metrics)
         },
     )?;
-    let after = last.borrow().clone();
+    let after = last.into_inner();
     let kl = if opts.kl_samples > 0 && !val.is_empty() {
         let msgs: Vec<_> = val.iter().map(|r| r.prompt.clone()).collect();
         let (prompts, _) = render_prompts(tokenizer, &msgs, ctx, opts.max_new_tokens)?;

@@ -127,20 +127,31 @@ pub fn rollouts(
         .collect())
 }
 
-/// Log-probabilities of each row's next tokens (B, T) — zero where the mask is off —
-/// and the model's final hidden states (B * T, C), for a value head.
-pub fn logprobs_and_hidden(model: &Llama, p: &Padded) -> Result<(Tensor, Tensor)> {
+/// One pass of a model over padded answers.
+pub struct AnswerPass {
+    /// Log-probability of each row's next token (B, T), zero where the mask is off.
+    pub logp: Tensor,
+    /// Final hidden states (B * T, C), for a value head.
+    pub hidden: Tensor,
+    /// Next-token logits (B * T, V).
+    pub logits: Tensor,
+}
+
+pub fn answer_pass(model: &Llama, p: &Padded) -> Result<AnswerPass> {
     let (b, t) = p.ids.dims2()?;
-    let h = model.hidden(&p.ids, None)?;
-    let logits = model.logits(&h)?;
+    let hidden = model.hidden(&p.ids, None)?;
+    let logits = model.logits(&hidden)?;
     let lp = token_logprobs(&logits, &p.targets.flatten_all()?)?.reshape((b, t))?;
-    Ok(((lp * &p.mask)?, h))
+    Ok(AnswerPass {
+        logp: (lp * &p.mask)?,
+        hidden,
+        logits,
+    })
 }
 
 /// Summed log-probability of each answer (B): differentiable when `model` records a graph.
 pub fn answer_logprobs(model: &Llama, p: &Padded) -> Result<Tensor> {
-    let (lp, _) = logprobs_and_hidden(model, p)?;
-    Ok(lp.sum(1)?)
+    Ok(answer_pass(model, p)?.logp.sum(1)?)
 }
 
 /// Per-token log-probabilities of answers under a frozen model, without a graph, `batch`
@@ -155,12 +166,9 @@ pub fn token_logprobs_of(
     let mut out = Vec::with_capacity(answers.len());
     for chunk in answers.chunks(batch.max(1)) {
         let p = pad(chunk, pad_id, device)?;
-        let (lp, _) = logprobs_and_hidden(model, &p)?;
-        let lp: Vec<Vec<f32>> = lp.detach().to_vec2()?;
+        let lp: Vec<Vec<f32>> = answer_pass(model, &p)?.logp.detach().to_vec2()?;
         for (a, row) in chunk.iter().zip(lp) {
-            let start = a.prompt_len.saturating_sub(1);
-            let end = a.ids.len() - 1;
-            out.push(row[start..end].to_vec());
+            out.push(row[a.targets()].to_vec());
         }
     }
     Ok(out)

@@ -23,6 +23,12 @@ impl Answer {
     pub fn last(&self) -> usize {
         self.ids.len() - 1
     }
+
+    /// The positions whose next token belongs to the answer: where per-token
+    /// log-probabilities, values and advantages of the answer sit in a row of [`pad`].
+    pub fn targets(&self) -> std::ops::Range<usize> {
+        self.prompt_len.saturating_sub(1)..self.ids.len() - 1
+    }
 }
 
 /// The answers of one prompt, best first.

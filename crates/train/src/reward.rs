@@ -230,7 +230,9 @@ pub fn reward(
             run.save(tokenizer, data.clone(), metrics)
         },
     )?;
-    let after = evaluate(&run.eval_model, &val_groups, pad_id, b, device)?;
+    // the last step always evaluates; a finished run resumed trains no more and its
+    // figures are the ones measured at the start
+    let after = last_eval.into_inner();
     Ok(RewardSummary {
         steps: run.step,
         train_loss: end.train_loss,
@@ -255,6 +257,34 @@ pub fn score_answers(
         out.extend(model.scores(&p.ids, &p.last)?.to_vec1::<f32>()?);
     }
     Ok(out)
+}
+
+/// A reward model's score of each answer text to its prompt, in order, rendered as the
+/// reward model was trained on them. Errors, naming the item, when a prompt does not fit
+/// the model's context.
+pub fn score_texts(
+    model: &Llama,
+    tok: &Tokenizer,
+    items: &[(Vec<ferrochat_text::Message>, String)],
+) -> Result<Vec<f32>> {
+    let ctx = model.config().max_position_embeddings;
+    let mut answers = Vec::with_capacity(items.len());
+    for (i, (prompt, answer)) in items.iter().enumerate() {
+        let rec = RankedComparison {
+            prompt: prompt.clone(),
+            ranked: vec![answer.clone()],
+        };
+        let (mut groups, _) = encode_groups(tok, &[rec], ctx)?;
+        let Some(g) = groups.pop() else {
+            return Err(TrainError::Data(format!(
+                "item {}: the prompt does not fit the reward model's context of {ctx} tokens",
+                i + 1
+            )));
+        };
+        answers.extend(g.answers);
+    }
+    let refs: Vec<&crate::pref::Answer> = answers.iter().collect();
+    score_answers(model, &refs, tok.special().pad, 16, model.device())
 }
 
 /// Accuracy, loss and calibration of a reward model on groups (every pair of each).

@@ -206,6 +206,8 @@ impl<'a> Run<'a> {
             train_loss: f64::NAN,
             last_eval: None,
         };
+        // every trained variable: the model's and the stage's heads
+        let trained: Vec<(String, Var)> = self.params.iter().chain(&self.heads).cloned().collect();
         while self.step < lo.steps {
             let t0 = Instant::now();
             let lr = schedule.lr(self.step);
@@ -232,7 +234,7 @@ impl<'a> Run<'a> {
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {
-                        for (_, v) in self.params.iter().chain(&self.heads) {
+                        for (_, v) in &trained {
                             if let (Some(a), Some(n)) =
                                 (acc.get(v.as_tensor()), g.get(v.as_tensor()))
                             {
@@ -246,8 +248,7 @@ impl<'a> Run<'a> {
             }
             let mut grads =
                 grads.ok_or_else(|| TrainError::Options("no micro-batch ran".into()))?;
-            let all: Vec<(String, Var)> = self.params.iter().chain(&self.heads).cloned().collect();
-            let grad_norm = clip_grad_norm(&mut grads, &all, lo.grad_clip)?;
+            let grad_norm = clip_grad_norm(&mut grads, &trained, lo.grad_clip)?;
             self.optimizer.step(&grads, lr)?;
             drop(grads);
             self.step += 1;

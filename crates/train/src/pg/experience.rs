@@ -9,7 +9,7 @@ use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
 use super::{Algo, PgOptions, Reward};
-use crate::policy::{logprobs_and_hidden, rollouts, Prompt, Rollout, RolloutOptions};
+use crate::policy::{answer_pass, rollouts, AnswerPass, Prompt, Rollout, RolloutOptions};
 use crate::pref::{pad, Answer};
 use crate::rl::{self, KlController, RunningStats};
 use crate::trainer::Micro;
@@ -86,11 +86,10 @@ pub(super) fn collect(
     for chunk in rs.chunks(16) {
         let answers: Vec<&Answer> = chunk.iter().map(|r| &r.answer).collect();
         let p = pad(&answers, pad_id, device)?;
-        let (lp, h) = logprobs_and_hidden(sampler, &p)?;
-        let (rp, _) = logprobs_and_hidden(reference, &p)?;
+        let pass = answer_pass(sampler, &p)?;
+        let rp = answer_pass(reference, &p)?.logp;
         let (b, t) = p.ids.dims2()?;
-        let logits = sampler.logits(&h)?;
-        let ent = rl::entropy(&logits)?;
+        let ent = rl::entropy(&pass.logits)?;
         let mask: Vec<Vec<f32>> = p.mask.to_vec2()?;
         for (i, row) in mask.iter().enumerate() {
             for (j, &on) in row.iter().enumerate() {
@@ -102,22 +101,22 @@ pub(super) fn collect(
         }
         let values: Option<Vec<Vec<f32>>> = match value_head {
             Some(v) => Some(
-                h.matmul(&v.as_tensor().detach().t()?)?
+                pass.hidden
+                    .matmul(&v.as_tensor().detach().t()?)?
                     .reshape((b, t))?
                     .to_vec2()?,
             ),
             None => None,
         };
-        let lp: Vec<Vec<f32>> = lp.to_vec2()?;
+        let lp: Vec<Vec<f32>> = pass.logp.to_vec2()?;
         let rp: Vec<Vec<f32>> = rp.to_vec2()?;
         for (i, a) in answers.iter().enumerate() {
-            let (s, e) = (a.prompt_len - 1, a.ids.len() - 1);
-            old_logp.push(lp[i][s..e].to_vec());
-            ref_logp.push(rp[i][s..e].to_vec());
+            old_logp.push(lp[i][a.targets()].to_vec());
+            ref_logp.push(rp[i][a.targets()].to_vec());
             old_values.push(
                 values
                     .as_ref()
-                    .map(|v| v[i][s..e].to_vec())
+                    .map(|v| v[i][a.targets()].to_vec())
                     .unwrap_or_default(),
             );
         }
@@ -212,7 +211,7 @@ pub(super) fn collect(
 fn aligned(rows: &[&Vec<f32>], answers: &[&Answer], t: usize, device: &Device) -> Result<Tensor> {
     let mut out = vec![0f32; rows.len() * t];
     for (i, (r, a)) in rows.iter().zip(answers).enumerate() {
-        let s = a.prompt_len - 1;
+        let s = a.targets().start;
         out[i * t + s..i * t + s + r.len()].copy_from_slice(r);
     }
     Ok(Tensor::from_vec(out, (rows.len(), t), device)?)
@@ -233,7 +232,11 @@ pub(super) fn minibatch_loss(
     let answers: Vec<&Answer> = idx.iter().map(|&i| &e.rollouts[i].answer).collect();
     let p = pad(&answers, pad_id, device)?;
     let (b, t) = p.ids.dims2()?;
-    let (lp, h) = logprobs_and_hidden(model, &p)?;
+    let AnswerPass {
+        logp: lp,
+        hidden: h,
+        ..
+    } = answer_pass(model, &p)?;
     fn pick<'v>(v: &'v [Vec<f32>], idx: &[usize]) -> Vec<&'v Vec<f32>> {
         idx.iter().map(|&i| &v[i]).collect()
     }

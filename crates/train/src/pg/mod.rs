@@ -57,16 +57,21 @@ impl<F: FnMut(&[Prompt], &[Rollout]) -> Result<Vec<f64>>> Reward for F {
 }
 
 /// A reward model's score of each answer, read at its last token.
-pub struct ModelReward {
-    pub model: Llama,
+pub struct ModelReward<'a> {
+    pub model: &'a Llama,
     pub pad_id: u32,
 }
 
-impl Reward for ModelReward {
+impl Reward for ModelReward<'_> {
     fn score(&mut self, _prompts: &[Prompt], rollouts: &[Rollout]) -> Result<Vec<f64>> {
         let answers: Vec<&Answer> = rollouts.iter().map(|r| &r.answer).collect();
-        let dev = self.model.device().clone();
-        let s = crate::reward::score_answers(&self.model, &answers, self.pad_id, 16, &dev)?;
+        let s = crate::reward::score_answers(
+            self.model,
+            &answers,
+            self.pad_id,
+            16,
+            self.model.device(),
+        )?;
         Ok(s.into_iter().map(f64::from).collect())
     }
 }
@@ -228,7 +233,6 @@ pub fn train(
     let carry = std::cell::RefCell::new(carry);
     let last_exp_stats = std::cell::RefCell::new(Vec::<(&'static str, f64)>::new());
     let monitor_last = std::cell::RefCell::new(monitor_first.clone());
-    let hacking = std::cell::Cell::new(false);
     let mut exp: Option<Experience> = None;
     let mut warn: Vec<String> = Vec::new();
     run.train_with(
@@ -289,7 +293,6 @@ pub fn train(
                     get(&now, "judged"),
                 ) {
                     if r1 > r0 && j1 < j0 {
-                        hacking.set(true);
                         warn.push(format!(
                             "step {step}: the reward model's score rose ({r0:.3} -> {r1:.3}) while the judged score fell ({j0:.3} -> {j1:.3}): the policy may be exploiting the reward model"
                         ));
@@ -338,7 +341,7 @@ pub fn train(
         ended_last: get("ended"),
         monitor_first,
         monitor_last,
-        reward_hacking: hacking.get(),
+        reward_hacking: !warn.is_empty(),
         elapsed_secs: run.elapsed_secs(),
     })
 }
