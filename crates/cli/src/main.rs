@@ -13,6 +13,7 @@ mod records;
 mod reward;
 mod rl;
 mod runtime;
+mod serve;
 mod sft;
 mod speedrun;
 mod stream;
@@ -64,6 +65,11 @@ enum Command {
     Generate(generate::Args),
     /// Chat with a checkpoint in the terminal (reads stdin when piped)
     Chat(chat::Args),
+    /// Serve checkpoints over the OpenAI API, with the web chat page and the feedback store
+    Serve(serve::Args),
+    /// Turn people's ratings and comparisons from the chat page into training data
+    #[command(subcommand)]
+    Feedback(serve::Command),
     /// Answer the world's held-out prompts and score them with the judge
     Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
@@ -96,6 +102,8 @@ fn main() {
         Command::Dpo(a) => dpo::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Feedback(c) => serve::feedback(c),
         Command::Eval(a) => eval::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(c) => bench::run(c),

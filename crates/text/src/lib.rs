@@ -15,5 +15,7 @@ pub use conversation::{Comparison, Conversation, Message, RankedComparison, Role
 pub use corpus::{for_each_document, CorpusOptions, Document, Source, Stats};
 pub use error::{Result, TextError};
 pub use prepare::{prepare, prepare_with_progress, EncodeFn, PrepareOptions, ProgressInfo};
-pub use records::{read_conversations, read_preferences, read_records, BadRecord, OnBad, Records};
+pub use records::{
+    parse_preference, read_conversations, read_preferences, read_records, BadRecord, OnBad, Records,
+};
 pub use shards::{Dtype, Manifest, ShardWriter, Split, TokenShards};

@@ -1,0 +1,290 @@
+//! The OpenAI routes: `/v1/chat/completions`, `/v1/completions`, `/v1/models`.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Path, Request, State};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::{ApiError, ApiResult};
+use crate::openai::{self, ChatRequest, CompletionRequest, PromptIn, Usage};
+use crate::run::{Run, Update};
+use crate::state::{AppState, ServedModel};
+
+pub type Shared = Arc<AppState>;
+
+/// The request body, at most the configured size.
+pub async fn read_body(state: &AppState, body: Body) -> ApiResult<Bytes> {
+    let limit = state.config.max_body_bytes;
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.is::<http_body_util::LengthLimitError>());
+        if too_big {
+            ApiError::too_large(format!(
+                "the request body is larger than this server's limit of {limit} bytes"
+            ))
+        } else {
+            ApiError::invalid(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+pub async fn models(State(st): State<Shared>) -> Json<Value> {
+    let data: Vec<Value> = st.models.iter().map(|m| model_json(m)).collect();
+    Json(json!({"object": "list", "data": data}))
+}
+
+pub async fn model(State(st): State<Shared>, Path(name): Path<String>) -> ApiResult<Json<Value>> {
+    let m = st.model(&name)?;
+    Ok(Json(model_json(&m)))
+}
+
+fn model_json(m: &ServedModel) -> Value {
+    json!({
+        "id": m.name,
+        "object": "model",
+        "created": m.created,
+        "owned_by": "ferrochat",
+        "context_length": m.context,
+    })
+}
+
+/// What differs between the chat and the plain completion endpoints.
+#[derive(Clone, Copy)]
+enum Kind {
+    Chat,
+    Text,
+}
+
+impl Kind {
+    fn object(self, stream: bool) -> &'static str {
+        match (self, stream) {
+            (Kind::Chat, false) => "chat.completion",
+            (Kind::Chat, true) => "chat.completion.chunk",
+            (Kind::Text, _) => "text_completion",
+        }
+    }
+
+    fn choice(self, index: usize, text: &str, finish: Option<&str>) -> Value {
+        match self {
+            Kind::Chat => json!({
+                "index": index,
+                "message": {"role": "assistant", "content": text},
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            Kind::Text => json!({
+                "index": index,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        }
+    }
+
+    fn delta(self, index: usize, delta: Value, text: &str, finish: Option<&str>) -> Value {
+        match self {
+            Kind::Chat => json!({
+                "index": index,
+                "delta": delta,
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+            Kind::Text => json!({
+                "index": index,
+                "text": text,
+                "logprobs": null,
+                "finish_reason": finish,
+            }),
+        }
+    }
+}
+
+pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResult<Response> {
+    let body = read_body(&st, req.into_body()).await?;
+    let r: ChatRequest = openai::parse_body(&body)?;
+    let m = st.model(&r.model)?;
+    let gen = r.sampling.check(&st.config.limits)?;
+    let messages = openai::messages(&r.messages, &st.config.limits)?;
+    let prompt = m
+        .tokenizer
+        .encode_prompt(&messages)
+        .map_err(|e| ApiError::param("messages", format!("cannot encode the messages: {e}")))?;
+    let max_new = openai::fit(
+        prompt.len(),
+        gen.max_tokens,
+        m.context,
+        st.config.limits.max_tokens,
+    )?;
+    let run = Run::start(m, vec![prompt], vec![max_new], &gen)?;
+    let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
+    respond(st, run, Kind::Chat, r.stream, include_usage).await
+}
+
+pub async fn completions(State(st): State<Shared>, req: Request) -> ApiResult<Response> {
+    let body = read_body(&st, req.into_body()).await?;
+    let r: CompletionRequest = openai::parse_body(&body)?;
+    let m = st.model(&r.model)?;
+    let gen = r.sampling.check(&st.config.limits)?;
+    let mut prompts = Vec::new();
+    let mut max_new = Vec::new();
+    for p in openai::prompts(&r.prompt, m.vocab)? {
+        let ids = match p {
+            // text continues a document, which starts with <|bos|> as in pretraining
+            PromptIn::Text(t) => {
+                let mut ids = vec![m.tokenizer.special().bos];
+                ids.extend(m.tokenizer.encode(&t).map_err(|e| {
+                    ApiError::param("prompt", format!("cannot encode the prompt: {e}"))
+                })?);
+                ids
+            }
+            PromptIn::Tokens(ids) if ids.is_empty() => {
+                return Err(ApiError::param("prompt", "a prompt of no tokens"))
+            }
+            PromptIn::Tokens(ids) => ids,
+        };
+        let fits = openai::fit(
+            ids.len(),
+            gen.max_tokens,
+            m.context,
+            st.config.limits.max_tokens,
+        )
+        .map_err(|e| e.with_param("prompt"))?;
+        max_new.push(fits);
+        prompts.push(ids);
+    }
+    if prompts.len() * gen.n > st.config.limits.max_n {
+        return Err(ApiError::param(
+            "n",
+            format!(
+                "{} prompts with n = {} make {} answers; this server gives at most {} per request",
+                prompts.len(),
+                gen.n,
+                prompts.len() * gen.n,
+                st.config.limits.max_n
+            ),
+        ));
+    }
+    let run = Run::start(m, prompts, max_new, &gen)?;
+    let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
+    respond(st, run, Kind::Text, r.stream, include_usage).await
+}
+
+async fn respond(
+    st: Shared,
+    run: Run,
+    kind: Kind,
+    stream: bool,
+    include_usage: bool,
+) -> ApiResult<Response> {
+    let id = openai::new_id(match kind {
+        Kind::Chat => "chatcmpl",
+        Kind::Text => "cmpl",
+    });
+    let created = openai::unix_now();
+    if stream {
+        return Ok(stream_response(st, run, kind, id, created, include_usage));
+    }
+    let (choices, run) = run.collect().await?;
+    let model = run.model().name.clone();
+    let usage = Usage::new(run.prompt_tokens, run.completion_tokens());
+    st.metrics.generation(
+        run.first_token.map(|t| (t - run.started).as_secs_f64()),
+        run.started.elapsed().as_secs_f64(),
+    );
+    let choices: Vec<Value> = choices
+        .iter()
+        .enumerate()
+        .map(|(i, (text, reason))| kind.choice(i, text, Some(reason)))
+        .collect();
+    Ok(Json(json!({
+        "id": id,
+        "object": kind.object(false),
+        "created": created,
+        "model": model,
+        "system_fingerprint": null,
+        "choices": choices,
+        "usage": usage,
+    }))
+    .into_response())
+}
+
+fn stream_response(
+    st: Shared,
+    mut run: Run,
+    kind: Kind,
+    id: String,
+    created: u64,
+    include_usage: bool,
+) -> Response {
+    let (tx, rx) = mpsc::channel::<Result<SseEvent, Infallible>>(64);
+    let model = run.model().name.clone();
+    tokio::spawn(async move {
+        let chunk = |choices: Vec<Value>, usage: Option<Usage>| {
+            let mut v = json!({
+                "id": id,
+                "object": kind.object(true),
+                "created": created,
+                "model": model,
+                "system_fingerprint": null,
+                "choices": choices,
+            });
+            if include_usage {
+                v["usage"] = json!(usage);
+            }
+            Ok(SseEvent::default().data(v.to_string()))
+        };
+        // a send fails once the client has gone: dropping `run` then cancels its sequences
+        if let Kind::Chat = kind {
+            for i in 0..run.choices() {
+                let first = kind.delta(i, json!({"role": "assistant", "content": ""}), "", None);
+                if tx.send(chunk(vec![first], None)).await.is_err() {
+                    return;
+                }
+            }
+        }
+        while let Some(u) = run.next().await {
+            let event = match u {
+                Update::Delta { text, .. } if text.is_empty() => continue,
+                Update::Delta { index, text } => chunk(
+                    vec![kind.delta(index, json!({"content": text}), &text, None)],
+                    None,
+                ),
+                Update::Finished { index, reason } => {
+                    chunk(vec![kind.delta(index, json!({}), "", Some(reason))], None)
+                }
+                Update::Failed(e) => {
+                    let body = ApiError::internal(e).body();
+                    let _ = tx
+                        .send(Ok(SseEvent::default().data(body.to_string())))
+                        .await;
+                    return;
+                }
+            };
+            if tx.send(event).await.is_err() {
+                return;
+            }
+        }
+        st.metrics.generation(
+            run.first_token.map(|t| (t - run.started).as_secs_f64()),
+            run.started.elapsed().as_secs_f64(),
+        );
+        if include_usage {
+            let usage = Usage::new(run.prompt_tokens, run.completion_tokens());
+            if tx.send(chunk(Vec::new(), Some(usage))).await.is_err() {
+                return;
+            }
+        }
+        let _ = tx.send(Ok(SseEvent::default().data("[DONE]"))).await;
+    });
+    Sse::new(ReceiverStream::new(rx))
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)))
+        .into_response()
+}
