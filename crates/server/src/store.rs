@@ -249,6 +249,14 @@ impl Store {
         Ok(conn.last_insert_rowid())
     }
 
+    /// The ids of every stored rating, in order.
+    pub fn rating_ids(&self) -> Result<Vec<i64>> {
+        let conn = self.conn();
+        let mut q = conn.prepare("SELECT id FROM ratings ORDER BY id")?;
+        let ids = q.query_map([], |r| r.get(0))?;
+        Ok(ids.collect::<rusqlite::Result<_>>()?)
+    }
+
     /// (ratings, comparisons) stored.
     pub fn counts(&self) -> Result<(u64, u64)> {
         let conn = self.conn();

@@ -1,0 +1,242 @@
+//! `ferrochat serve` as a process on a real socket: acknowledged feedback survives
+//! `kill -9`, SIGTERM stops it cleanly, and `feedback export` writes what `reward` reads.
+
+#[allow(dead_code)]
+mod common;
+
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use candle_core::Device;
+use ferrochat_model::{checkpoint, weights, Config};
+use ferrochat_tokenizer::{Tokenizer, TrainOptions};
+use serde_json::{json, Value};
+
+/// A random tiny chat checkpoint with a real tokenizer.
+fn checkpoint_dir(dir: &Path) {
+    let text: Vec<String> = (0..100)
+        .map(|i| format!("Question {i}: what is {i} plus one? Answer: {}.", i + 1))
+        .collect();
+    let tok = Tokenizer::train(
+        text.into_iter(),
+        &TrainOptions {
+            vocab_size: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cfg = Config {
+        tie_word_embeddings: false,
+        ..Config::preset("tiny", tok.vocab_size(), 64).unwrap()
+    };
+    let w = weights::init_weights(&cfg, 1, &Device::Cpu).unwrap();
+    let meta = checkpoint::Meta {
+        stage: "sft".into(),
+        ..Default::default()
+    };
+    checkpoint::save(dir, &cfg, &w, &meta, |d| {
+        tok.save(d)
+            .map_err(|e| ferrochat_model::ModelError::Config(e.to_string()))
+    })
+    .unwrap();
+}
+
+struct Served {
+    child: Child,
+    addr: String,
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(model: &Path, db: &Path) -> Served {
+    let mut child = common::bin()
+        .args(["serve", "--port", "0", "--model"])
+        .arg(format!("chat={}", model.display()))
+        .arg("--db")
+        .arg(db)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("serve printed its address before exiting")
+            .unwrap();
+        if let Some(rest) = line.strip_prefix("listening on http://") {
+            break rest.split_whitespace().next().unwrap().to_string();
+        }
+    };
+    // keep draining stderr so the server never blocks on it
+    std::thread::spawn(move || for _ in lines {});
+    Served { child, addr }
+}
+
+/// One HTTP/1.1 request on a fresh connection: (status, body).
+fn http(addr: &str, method: &str, path: &str, body: Option<&Value>) -> (u16, String) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    let status = out[9..12].parse().unwrap();
+    let body = out
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
+    (status, body)
+}
+
+fn rating(i: usize) -> Value {
+    json!({
+        "conversation_id": format!("c{}", i % 5),
+        "model": "chat",
+        "messages": [{"role": "user", "content": format!("question {}", i % 5)}],
+        "answer": format!("answer {i}"),
+        "rating": if i % 2 == 0 { "up" } else { "down" },
+        "comment": "",
+    })
+}
+
+#[test]
+fn acknowledged_feedback_survives_kill_9_and_exports_as_preferences() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("chat");
+    checkpoint_dir(&model);
+    let db = dir.path().join("feedback.db");
+    let mut server = serve(&model, &db);
+    let (st, body) = http(&server.addr, "GET", "/health", None);
+    assert_eq!(st, 200, "{body}");
+
+    // a writer posts ratings as fast as it can; the server is killed under it
+    let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (addr, acked, stop) = (server.addr.clone(), acked.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut i = 0;
+            while !stop.load(Ordering::Relaxed) {
+                let r = std::panic::catch_unwind(|| {
+                    http(&addr, "POST", "/v1/feedback/ratings", Some(&rating(i)))
+                });
+                match r {
+                    Ok((201, body)) => {
+                        let v: Value = serde_json::from_str(&body).unwrap();
+                        acked.lock().unwrap().push(v["id"].as_i64().unwrap());
+                    }
+                    Ok((st, body)) => panic!("rating {i}: {st} {body}"),
+                    Err(_) => break, // the server is gone
+                }
+                i += 1;
+            }
+        })
+    };
+    let t = Instant::now();
+    while acked.lock().unwrap().len() < 40 {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "ratings are not acknowledged"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    server.child.kill().unwrap(); // SIGKILL, mid-stream of writes
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.join();
+    let acked = acked.lock().unwrap().clone();
+
+    let stored = ferrochat_server::Store::open(&db)
+        .unwrap()
+        .rating_ids()
+        .unwrap();
+    let missing: Vec<_> = acked.iter().filter(|id| !stored.contains(id)).collect();
+    assert!(missing.is_empty(), "acknowledged ratings lost: {missing:?}");
+
+    // it restarts on the same store and goes on numbering after what it kept
+    let server = serve(&model, &db);
+    let (st, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/feedback/ratings",
+        Some(&rating(1)),
+    );
+    assert_eq!(st, 201, "{body}");
+    let id = serde_json::from_str::<Value>(&body).unwrap()["id"]
+        .as_i64()
+        .unwrap();
+    assert!(id > *stored.iter().max().unwrap());
+    drop(server);
+
+    let out = dir.path().join("prefs.jsonl");
+    let o = common::run_ok(
+        common::bin()
+            .args(["feedback", "export", "--db"])
+            .arg(&db)
+            .arg("--output")
+            .arg(&out),
+    );
+    let said = String::from_utf8_lossy(&o.stdout);
+    assert!(said.contains("from ratings"), "{said}");
+    let prefs = ferrochat_text::read_preferences(&out, ferrochat_text::OnBad::Fail).unwrap();
+    assert!(!prefs.items.is_empty());
+    // each pair is an up-rated answer over a down-rated one to the same question
+    let mut by_prompt: HashMap<String, usize> = HashMap::new();
+    for (_, p) in &prefs.items {
+        let q = p.prompt.last().unwrap().content.clone();
+        *by_prompt.entry(q).or_default() += 1;
+        let num = |s: &str| s.trim_start_matches("answer ").parse::<usize>().unwrap();
+        assert_eq!(num(&p.ranked[0]) % 2, 0, "chosen was rated up");
+        assert_eq!(num(&p.ranked[1]) % 2, 1, "rejected was rated down");
+    }
+    assert!(by_prompt.len() >= 2, "{by_prompt:?}");
+}
+
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("chat");
+    checkpoint_dir(&model);
+    let mut server = serve(&model, &dir.path().join("f.db"));
+    let (st, body) = http(
+        &server.addr,
+        "POST",
+        "/v1/chat/completions",
+        Some(
+            &json!({"model": "chat", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 5}),
+        ),
+    );
+    assert_eq!(st, 200, "{body}");
+    let pid = server.child.id() as i32;
+    // SAFETY: signalling our own child process.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let t = Instant::now();
+    let status = loop {
+        if let Some(s) = server.child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "still running after SIGTERM"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "{status:?}");
+}
