@@ -111,7 +111,7 @@ fn rating(i: usize) -> Value {
         "model": "chat",
         "messages": [{"role": "user", "content": format!("question {}", i % 5)}],
         "answer": format!("answer {i}"),
-        "rating": if i % 2 == 0 { "up" } else { "down" },
+        "rating": if i.is_multiple_of(2) { "up" } else { "down" },
         "comment": "",
     })
 }
