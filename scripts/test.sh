@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test, then the interoperability
-# checks against real outside clients (Hugging Face transformers), which install
-# themselves from PyPI into target/pyenv.
+# checks against real outside clients (Hugging Face transformers, the openai client, a
+# browser), which install themselves (PyPI into target/pyenv, Debian's chromium,
+# playwright-core from npm).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
@@ -20,4 +21,6 @@ if ensure_pyenv torch transformers; then
 else
   echo "!!! SKIPPED: could not install torch + transformers from PyPI; the Hugging Face parity check did not run !!!" >&2
 fi
+echo "== interop: the openai client, a 32-client streaming load, the chat page in Chromium"
+tests/serve_checks.sh target/debug/ferrochat
 echo "all tests passed"

@@ -61,6 +61,7 @@
       apiKeyPlaceholder: 'sent as a Bearer token',
       close: 'Close',
       networkError: 'Could not reach the server.',
+      dropped: 'The {n} oldest messages were left out to fit the model\'s context.',
       notFound: 'That conversation no longer exists.',
       saveFailed: 'Could not save the conversation: ',
       feedbackFailed: 'Could not send feedback: ',
@@ -123,6 +124,7 @@
       apiKeyPlaceholder: '以 Bearer 令牌发送',
       close: '关闭',
       networkError: '无法连接服务器。',
+      dropped: '为了放进模型的上下文，最早的 {n} 条消息没有发送。',
       notFound: '这个对话已不存在。',
       saveFailed: '保存对话失败：',
       feedbackFailed: '反馈发送失败：',
@@ -651,11 +653,14 @@
     renderMessages();
     scrollToBottom(true);
 
-    const body = { model, messages: prompt, stream: true, ...samplingBody() };
+    // the server leaves out the oldest turns when the conversation outgrows the context
+    const body = { model, messages: prompt, stream: true, truncation: 'auto', ...samplingBody() };
     if (compare) body.n = 2;
     let error = null;
     try {
       const res = await api('/v1/chat/completions', { method: 'POST', body, signal: ctrl.signal });
+      const dropped = parseInt(res.headers.get('x-ferrochat-dropped-messages') || '0', 10);
+      if (dropped > 0) state.notice = { text: t('dropped').replace('{n}', dropped), info: true };
       await readCompletion(res, answers, () => scheduleUpdate(msg));
     } catch (e) {
       if (e && e.name === 'AbortError') msg._stopped = true;
@@ -855,7 +860,10 @@
     const els = conv.messages.map((m, i) => messageView(m, i));
     if (!conv.messages.length) els.push(h('div', { class: 'empty-state' }, h('h1', { text: t('emptyTitle') })));
     if (state.notice) {
-      els.push(h('div', { class: 'notice', role: 'alert', 'data-testid': 'error' },
+      const info = state.notice.info;
+      els.push(h('div', info
+        ? { class: 'notice info', role: 'status', 'data-testid': 'info' }
+        : { class: 'notice', role: 'alert', 'data-testid': 'error' },
         h('span', { text: state.notice.text }),
         state.notice.retry && !state.busy
           ? h('button', { type: 'button', class: 'text-btn', 'data-testid': 'retry', text: t('retry'), onclick: guard(regenerate) })

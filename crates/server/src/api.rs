@@ -113,10 +113,35 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
     let m = st.model(&r.model)?;
     let gen = r.sampling.check(&st.config.limits)?;
     let messages = openai::messages(&r.messages, &st.config.limits)?;
-    let prompt = m
-        .tokenizer
-        .encode_prompt(&messages)
-        .map_err(|e| ApiError::param("messages", format!("cannot encode the messages: {e}")))?;
+    let encode_err = |e: ferrochat_tokenizer::TokenizerError| {
+        ApiError::param("messages", format!("cannot encode the messages: {e}"))
+    };
+    let (prompt, dropped) = match r.truncation.as_deref() {
+        None | Some("disabled") => (m.tokenizer.encode_prompt(&messages).map_err(encode_err)?, 0),
+        Some("auto") => {
+            let limit = st.config.limits.max_tokens;
+            let reserve = gen.max_tokens.unwrap_or(limit.min(m.context / 2));
+            let fitted = match m
+                .tokenizer
+                .encode_prompt_fitting(&messages, m.context, reserve)
+            {
+                Ok(f) => f,
+                Err(ferrochat_tokenizer::TokenizerError::TooLong(why)) => {
+                    return Err(
+                        ApiError::param("messages", why).with_code("context_length_exceeded")
+                    )
+                }
+                Err(e) => return Err(encode_err(e)),
+            };
+            (fitted.value, fitted.dropped)
+        }
+        Some(other) => {
+            return Err(ApiError::param(
+                "truncation",
+                format!("truncation is `{other}`; use auto or disabled"),
+            ))
+        }
+    };
     let max_new = openai::fit(
         prompt.len(),
         gen.max_tokens,
@@ -125,7 +150,11 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
     )?;
     let run = Run::start(m, vec![prompt], vec![max_new], &gen)?;
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
-    respond(st, run, Kind::Chat, r.stream, include_usage).await
+    let mut res = respond(st, run, Kind::Chat, r.stream, include_usage).await?;
+    // how many of the oldest messages `truncation: auto` left out
+    res.headers_mut()
+        .insert("x-ferrochat-dropped-messages", dropped.into());
+    Ok(res)
 }
 
 pub async fn completions(State(st): State<Shared>, req: Request) -> ApiResult<Response> {

@@ -76,6 +76,10 @@ pub struct StreamOptions {
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Value>,
+    /// `"auto"`: drop the oldest turns (after a system message) until the prompt and the
+    /// answer fit the context, as OpenAI's Responses API does; `"disabled"` (the default):
+    /// a prompt that does not fit is an error.
+    pub truncation: Option<String>,
     #[serde(default)]
     pub stream: bool,
     pub stream_options: Option<StreamOptions>,

@@ -369,6 +369,51 @@ async fn a_stop_string_ends_the_answer_before_it() {
 }
 
 #[tokio::test]
+async fn truncation_auto_leaves_out_the_oldest_turns() {
+    let s = server();
+    let turn = "The capital of country 12 is a city by the river.";
+    let mut messages = vec![json!({"role": "system", "content": "brief"})];
+    for i in 0..6 {
+        messages.push(json!({"role": "user", "content": format!("{turn} {i}")}));
+        messages.push(json!({"role": "assistant", "content": "It is."}));
+    }
+    messages.push(json!({"role": "user", "content": "And the last?"}));
+    let body = json!({"model": "chat", "messages": messages, "max_tokens": 16});
+    let (st, v) = call(
+        &s.router,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(v["error"]["code"], "context_length_exceeded");
+    let mut auto = body;
+    auto["truncation"] = json!("auto");
+    let req = Request::post("/v1/chat/completions")
+        .body(Body::from(auto.to_string()))
+        .unwrap();
+    let res = s.router.clone().oneshot(req).await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    let dropped: usize = res.headers()["x-ferrochat-dropped-messages"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        dropped >= 2 && dropped % 2 == 0,
+        "whole exchanges are dropped: {dropped}"
+    );
+    let v: Value =
+        serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
+    let used = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert!(used + 16 <= CTX, "{used}");
+    auto["truncation"] = json!("middle");
+    let (st, _) = call(&s.router, "POST", "/v1/chat/completions", Some(auto)).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
 async fn completions_continue_text_and_token_prompts() {
     let s = server();
     let (st, v) = call(&s.router, "POST", "/v1/completions", Some(json!({"model": "chat", "prompt": ["The capital", "第1"], "max_tokens": 5, "temperature": 0}))).await;
