@@ -401,7 +401,7 @@ async fn truncation_auto_leaves_out_the_oldest_turns() {
         .parse()
         .unwrap();
     assert!(
-        dropped >= 2 && dropped % 2 == 0,
+        dropped >= 2 && dropped.is_multiple_of(2),
         "whole exchanges are dropped: {dropped}"
     );
     let v: Value =
