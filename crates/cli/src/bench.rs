@@ -17,6 +17,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Prefill and decode tokens/s with the KV cache, at batch 1 and 8 (aggregate and per sequence)
     Generate(GenerateArgs),
+    /// The server under concurrent streaming clients: continuous batching vs one request at a time
+    Serve(crate::bench_serve::ServeArgs),
 }
 
 #[derive(clap::Args)]
@@ -74,6 +76,7 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Train(a) => train(a),
         Command::Generate(a) => gen(a),
+        Command::Serve(a) => crate::bench_serve::serve(a),
     }
 }
 

@@ -2,6 +2,7 @@
 //! and `speedrun` for the whole pipeline.
 
 mod bench;
+mod bench_serve;
 mod chat;
 mod data;
 mod dpo;

@@ -240,3 +240,35 @@ fn sigterm_stops_the_server_cleanly() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn bench_serve_compares_continuous_batching_with_one_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("chat");
+    checkpoint_dir(&model);
+    let out = common::run_ok(
+        common::bin()
+            .args([
+                "bench",
+                "serve",
+                "--clients",
+                "3",
+                "--requests",
+                "6",
+                "--max-tokens",
+                "8",
+                "--model",
+            ])
+            .arg(&model),
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    for run in ["one_at_a_time", "continuous"] {
+        let r = &last[run];
+        assert!(r["requests_per_sec"].as_f64().unwrap() > 0.0, "{last}");
+        // every answer ran to its 8 tokens (the end token is ignored)
+        let tokens = r["tokens_per_sec"].as_f64().unwrap() * r["wall_secs"].as_f64().unwrap();
+        assert!((tokens - 48.0).abs() < 0.5, "{run}: {tokens} tokens");
+        assert!(r["ttft_p50_ms"].as_f64().unwrap() > 0.0);
+    }
+}

@@ -64,6 +64,8 @@ pub struct SamplingIn {
     pub top_k: Option<i64>,
     pub min_p: Option<f64>,
     pub repetition_penalty: Option<f64>,
+    /// Keep generating past the end token (for benchmarks: every answer runs to max_tokens).
+    pub ignore_eos: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -107,6 +109,7 @@ pub struct GenParams {
     pub sampling: SamplingParams,
     pub seed: u64,
     pub stops: Vec<String>,
+    pub ignore_eos: bool,
 }
 
 /// Parses a JSON body; the error says where it is malformed.
@@ -261,6 +264,7 @@ impl SamplingIn {
             },
             seed,
             stops,
+            ignore_eos: self.ignore_eos.unwrap_or(false),
         })
     }
 }

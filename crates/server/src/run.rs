@@ -67,7 +67,7 @@ impl Run {
                         max_new_tokens: max_new,
                         sampling: gen.sampling,
                         seed: gen.seed.wrapping_add(i as u64),
-                        stop: vec![end],
+                        stop: if gen.ignore_eos { vec![] } else { vec![end] },
                     },
                     events: tx.clone(),
                     cancel: cancel.clone(),
