@@ -11,6 +11,14 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets -q -- -D warnings
+echo "== PostgreSQL on loopback, for the feedback store's tests"
+source scripts/postgres.sh
+trap stop_postgres EXIT
+if start_postgres; then
+  export FERROCHAT_REQUIRE_POSTGRES=1
+else
+  echo "!!! SKIPPED: could not install or start PostgreSQL; the store's PostgreSQL tests will not run !!!" >&2
+fi
 echo "== cargo test"
 cargo test --workspace -q
 echo "== interop: Hugging Face transformers"

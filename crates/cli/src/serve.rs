@@ -25,7 +25,8 @@ pub struct Args {
     pub host: String,
     #[arg(long, default_value_t = 8000)]
     pub port: u16,
-    /// Feedback database (SQLite file); default: feedback.db in the first model's run folder
+    /// Feedback database: an SQLite file, or a postgres://user@host:port/database URL for a
+    /// store several servers share; default: feedback.db in the first model's run folder
     #[arg(long)]
     pub db: Option<PathBuf>,
     /// Keep no feedback store (the page's conversations and ratings are refused)
@@ -131,8 +132,9 @@ pub fn run(a: Args) -> Result<()> {
             Some(p) => p.clone(),
             None => default_db(first_dir.as_deref().expect("one model at least")),
         };
-        state = state.with_store(Store::open(&db)?);
-        eprintln!("feedback store: {}", db.display());
+        let store = Store::open(&db)?;
+        eprintln!("feedback store: {}", store.place());
+        state = state.with_store(store);
     }
     if !keys.is_empty() {
         eprintln!("API keys required: {}", keys.len());
@@ -169,7 +171,7 @@ pub enum Command {
 
 #[derive(clap::Args)]
 pub struct ExportArgs {
-    /// The feedback database `ferrochat serve` wrote
+    /// The feedback database `ferrochat serve` wrote (a file, or a postgres:// URL)
     #[arg(long)]
     pub db: PathBuf,
     /// Preference records, one per line: {"prompt": [...], "chosen": ..., "rejected": ...}
@@ -179,7 +181,8 @@ pub struct ExportArgs {
 
 pub fn feedback(c: Command) -> Result<()> {
     let Command::Export(a) = c;
-    if !a.db.is_file() {
+    let url = a.db.to_string_lossy().starts_with("postgres");
+    if !url && !a.db.is_file() {
         bail!("no feedback database at {}", a.db.display());
     }
     let store = Store::open(&a.db)?;

@@ -119,10 +119,23 @@ fn rating(i: usize) -> Value {
 #[test]
 fn acknowledged_feedback_survives_kill_9_and_exports_as_preferences() {
     let dir = tempfile::tempdir().unwrap();
-    let model = dir.path().join("chat");
+    kill_9_loses_nothing(dir.path(), &dir.path().join("feedback.db"));
+}
+
+/// The same with the store in a real PostgreSQL server (when the test script runs one).
+#[test]
+fn acknowledged_feedback_survives_kill_9_in_postgres() {
+    let Some(url) = ferrochat_server::testing::postgres_url("kill9") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    kill_9_loses_nothing(dir.path(), Path::new(&url));
+}
+
+fn kill_9_loses_nothing(dir: &Path, db: &Path) {
+    let model = dir.join("chat");
     checkpoint_dir(&model);
-    let db = dir.path().join("feedback.db");
-    let mut server = serve(&model, &db);
+    let mut server = serve(&model, db);
     let (st, body) = http(&server.addr, "GET", "/health", None);
     assert_eq!(st, 200, "{body}");
 
@@ -163,7 +176,7 @@ fn acknowledged_feedback_survives_kill_9_and_exports_as_preferences() {
     let _ = writer.join();
     let acked = acked.lock().unwrap().clone();
 
-    let stored = ferrochat_server::Store::open(&db)
+    let stored = ferrochat_server::Store::open(db)
         .unwrap()
         .rating_ids()
         .unwrap();
@@ -171,7 +184,7 @@ fn acknowledged_feedback_survives_kill_9_and_exports_as_preferences() {
     assert!(missing.is_empty(), "acknowledged ratings lost: {missing:?}");
 
     // it restarts on the same store and goes on numbering after what it kept
-    let server = serve(&model, &db);
+    let server = serve(&model, db);
     let (st, body) = http(
         &server.addr,
         "POST",
@@ -185,11 +198,11 @@ fn acknowledged_feedback_survives_kill_9_and_exports_as_preferences() {
     assert!(id > *stored.iter().max().unwrap());
     drop(server);
 
-    let out = dir.path().join("prefs.jsonl");
+    let out = dir.join("prefs.jsonl");
     let o = common::run_ok(
         common::bin()
             .args(["feedback", "export", "--db"])
-            .arg(&db)
+            .arg(db)
             .arg("--output")
             .arg(&out),
     );

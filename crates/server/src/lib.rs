@@ -15,6 +15,8 @@ pub mod run;
 pub mod scheduler;
 pub mod state;
 pub mod store;
+#[doc(hidden)]
+pub mod testing;
 
 use std::future::IntoFuture;
 use std::sync::Arc;
