@@ -223,7 +223,9 @@ async fn drive(model: ServedModel, a: &ServeArgs) -> Result<Figures> {
     Ok(f)
 }
 
-pub fn serve(a: ServeArgs) -> Result<()> {
+/// Both runs of the workload: `{"one_at_a_time": {...}, "continuous": {...},
+/// "speedup_requests_per_sec": x, ...}`.
+pub fn measure(a: &ServeArgs) -> Result<Value> {
     anyhow::ensure!(
         a.clients > 0 && a.requests > 0 && a.max_tokens > 0,
         "--clients, --requests and --max-tokens must be at least 1"
@@ -235,10 +237,6 @@ pub fn serve(a: ServeArgs) -> Result<()> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    eprintln!(
-        "bench serve: {} requests from {} concurrent streaming clients, {} new tokens each",
-        a.requests, a.clients, a.max_tokens
-    );
     // warm up the model once, then the two runs
     rt.block_on(async {
         let warm = ServeArgs {
@@ -247,20 +245,31 @@ pub fn serve(a: ServeArgs) -> Result<()> {
         };
         drive(load(max_batch)?, &warm).await
     })?;
-    let mut single = rt.block_on(async { drive(load(1)?, &a).await })?;
-    let mut batched = rt.block_on(async { drive(load(max_batch)?, &a).await })?;
+    let mut single = rt.block_on(async { drive(load(1)?, a).await })?;
+    let mut batched = rt.block_on(async { drive(load(max_batch)?, a).await })?;
     let (s, b) = (single.json(), batched.json());
-    println!(
-        "{:<22} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9}",
+    let ratio = |k: &str| b[k].as_f64().unwrap_or(f64::NAN) / s[k].as_f64().unwrap_or(f64::NAN);
+    Ok(
+        json!({"clients": a.clients, "requests": a.requests, "max_tokens": a.max_tokens,
+        "max_batch": max_batch, "speedup_requests_per_sec": ratio("requests_per_sec"),
+        "ttft_p50_ratio": ratio("ttft_p50_ms"), "one_at_a_time": s, "continuous": b}),
+    )
+}
+
+/// The two runs as a table, one row each.
+pub fn table(r: &Value) -> String {
+    let mut out = format!(
+        "{:<22} {:>8} {:>9} {:>10} {:>10} {:>9} {:>9}\n",
         "", "req/s", "tok/s", "TTFT p50", "TTFT p99", "ITL p50", "ITL p99"
     );
-    for (name, r) in [
-        ("one at a time".to_string(), &s),
-        (format!("continuous (batch {max_batch})"), &b),
+    let batch = r["max_batch"].as_u64().unwrap_or(0);
+    for (name, run) in [
+        ("one at a time".to_string(), &r["one_at_a_time"]),
+        (format!("continuous (batch {batch})"), &r["continuous"]),
     ] {
-        let g = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
-        println!(
-            "{name:<22} {:>8.2} {:>9.1} {:>8.0}ms {:>8.0}ms {:>7.1}ms {:>7.1}ms",
+        let g = |k: &str| run[k].as_f64().unwrap_or(f64::NAN);
+        out += &format!(
+            "{name:<22} {:>8.2} {:>9.1} {:>8.0}ms {:>8.0}ms {:>7.1}ms {:>7.1}ms\n",
             g("requests_per_sec"),
             g("tokens_per_sec"),
             g("ttft_p50_ms"),
@@ -269,18 +278,24 @@ pub fn serve(a: ServeArgs) -> Result<()> {
             g("itl_p99_ms")
         );
     }
-    let ratio = |k: &str| b[k].as_f64().unwrap_or(f64::NAN) / s[k].as_f64().unwrap_or(f64::NAN);
+    out
+}
+
+pub fn serve(a: ServeArgs) -> Result<()> {
+    eprintln!(
+        "bench serve: {} requests from {} concurrent streaming clients, {} new tokens each",
+        a.requests, a.clients, a.max_tokens
+    );
+    let r = measure(&a)?;
+    print!("{}", table(&r));
+    let f = |k: &str| r[k].as_f64().unwrap_or(f64::NAN);
+    let tok = |run: &str| r[run]["tokens_per_sec"].as_f64().unwrap_or(f64::NAN);
     println!(
         "continuous batching: {:.2}x the requests/s, {:.2}x the tokens/s, {:.2}x the median time to first token",
-        ratio("requests_per_sec"),
-        ratio("tokens_per_sec"),
-        ratio("ttft_p50_ms")
+        f("speedup_requests_per_sec"),
+        tok("continuous") / tok("one_at_a_time"),
+        f("ttft_p50_ratio")
     );
-    println!(
-        "{}",
-        json!({"clients": a.clients, "requests": a.requests, "max_tokens": a.max_tokens,
-            "max_batch": max_batch, "one_at_a_time": s, "continuous": b,
-            "speedup_requests_per_sec": ratio("requests_per_sec")})
-    );
+    println!("{r}");
     Ok(())
 }

@@ -250,6 +250,8 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "### Every stage",
         "| PPO |",
         "win rate",
+        "## Serving",
+        "continuous (batch 4)",
     ] {
         assert!(
             report.contains(section),

@@ -201,6 +201,24 @@ pub fn run(a: Args) -> Result<()> {
     report
         .times
         .push(("eval aligned", t.elapsed().as_secs_f64()));
+
+    stage(
+        a.quiet,
+        "serve (continuous batching vs one request at a time)",
+    );
+    let t = Instant::now();
+    let bench = crate::bench_serve::ServeArgs {
+        model: best.2.clone(),
+        max_batch: None,
+        device: a.device.clone(),
+        ..p.serve.clone()
+    };
+    let figures = crate::bench_serve::measure(&bench)?;
+    if !a.quiet {
+        eprint!("{}", crate::bench_serve::table(&figures));
+    }
+    report.serve = Some((best.1.to_string(), figures));
+    report.times.push(("serve", t.elapsed().as_secs_f64()));
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
     let path = out.join("report.md");
@@ -235,6 +253,10 @@ pub fn run(a: Args) -> Result<()> {
     let (_, best_name, best_dir) = best;
     println!("best chat model ({best_name}): {}", best_dir.display());
     println!("chat with it:  {exe} chat --model {}", best_dir.display());
+    println!(
+        "or serve it:   {exe} serve --model {}   (chat page at http://127.0.0.1:8000/)",
+        best_dir.display()
+    );
     println!("report: {}", path.display());
     Ok(())
 }

@@ -16,6 +16,8 @@ pub struct Plan {
     pub dpo: crate::dpo::Args,
     pub grpo: crate::rl::GrpoArgs,
     pub eval_items: usize,
+    /// The serving benchmark's workload (the model is filled in at the end).
+    pub serve: crate::bench_serve::ServeArgs,
 }
 
 pub fn plan(a: &Args) -> Plan {
@@ -170,6 +172,14 @@ pub fn plan(a: &Args) -> Plan {
     grpo.common.iterations = Some(40);
     let mut vocab = 4096;
     let mut eval_items = 150;
+    let mut serve = crate::bench_serve::ServeArgs {
+        model: out.join("chat"),
+        clients: 16,
+        requests: 64,
+        max_tokens: 64,
+        max_batch: None,
+        device: a.device.clone(),
+    };
     if a.quick {
         world.pretrain_bytes = 400_000;
         world.sft_dialogues = 200;
@@ -189,6 +199,9 @@ pub fn plan(a: &Args) -> Plan {
         sft.eval_batches = 4;
         sft.checkpoint_every = 0;
         eval_items = 24;
+        serve.clients = 4;
+        serve.requests = 8;
+        serve.max_tokens = 16;
         reward.steps = 6;
         reward.checkpoint_every = 0;
         dpo.steps = 6;
@@ -211,5 +224,6 @@ pub fn plan(a: &Args) -> Plan {
         dpo,
         grpo,
         eval_items,
+        serve,
     }
 }

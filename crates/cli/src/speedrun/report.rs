@@ -23,6 +23,8 @@ pub struct Report {
     pub aligned: Vec<(&'static str, Scorecard)>,
     /// Each aligned model against the SFT model on the same prompts.
     pub wins: Vec<(&'static str, WinRate)>,
+    /// The best model served: `bench serve`'s figures and the model's name.
+    pub serve: Option<(String, serde_json::Value)>,
     pub times: Vec<(&'static str, f64)>,
     pub total_secs: f64,
 }
@@ -103,6 +105,14 @@ impl Report {
                     100.0 * w.win_rate
                 );
             }
+        }
+        if let Some((name, r)) = &self.serve {
+            s += &format!(
+                "\n## Serving\n\nThe best chat model ({name}) behind `ferrochat serve`'s OpenAI API on loopback:                  {} streaming requests from {} concurrent clients, {} tokens each, served one at a time and then                  with continuous batching (the server's default):\n\n```\n{}```\n\n                 Continuous batching serves {:.2}x the requests per second; the median time to the first token is {:.2}x.\n",
+                r["requests"], r["clients"], r["max_tokens"], crate::bench_serve::table(r),
+                r["speedup_requests_per_sec"].as_f64().unwrap_or(f64::NAN),
+                r["ttft_p50_ratio"].as_f64().unwrap_or(f64::NAN),
+            );
         }
         s
     }
