@@ -220,6 +220,21 @@ fn kill_9_loses_nothing(dir: &Path, db: &Path) {
         assert_eq!(num(&p.ranked[1]) % 2, 1, "rejected was rated down");
     }
     assert!(by_prompt.len() >= 2, "{by_prompt:?}");
+
+    // the loop closes: a reward model trains on people's ratings
+    let rm = dir.join("rm");
+    let o = common::run_ok(
+        common::bin()
+            .args([
+                "reward", "--quiet", "--steps", "2", "--batch", "2", "--base",
+            ])
+            .arg(&model)
+            .arg("--data")
+            .arg(&out)
+            .arg("--output")
+            .arg(&rm),
+    );
+    assert!(rm.join("model.safetensors").exists(), "{o:?}");
 }
 
 #[test]
