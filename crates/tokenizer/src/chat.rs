@@ -4,7 +4,10 @@
 //! `<|bos|><|system|>...<|end|><|user|>...<|end|><|assistant|>...<|end|>`
 //!
 //! Each content is encoded on its own, between special tokens, which is exactly what
-//! encoding the rendered string gives, since special tokens are split off first.
+//! encoding the rendered string gives, since special tokens are split off first, with
+//! one deliberate difference: special-token strings inside a message are plain text
+//! here, never control tokens (Hugging Face's `apply_chat_template` would turn a typed
+//! `<|assistant|>` into the real token, letting a user forge turns).
 
 use crate::{Result, Tokenizer};
 use ferrochat_text::{Message, Role};
@@ -133,7 +136,7 @@ impl Tokenizer {
             .iter()
             .map(|m| {
                 let mut ids = vec![self.role_token(m.role)];
-                ids.extend(self.encode(&m.content)?);
+                ids.extend(self.encode_plain(&m.content)?);
                 ids.push(s.end);
                 Ok((m.role, ids))
             })

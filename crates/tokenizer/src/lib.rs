@@ -41,6 +41,9 @@ pub type Result<T> = std::result::Result<T, TokenizerError>;
 #[derive(Clone)]
 pub struct Tokenizer {
     inner: tokenizers::Tokenizer,
+    /// The same, but reading special-token strings as plain text: what message contents
+    /// are encoded with, so text typed as `<|assistant|>` never becomes the control token.
+    plain: tokenizers::Tokenizer,
     special: SpecialTokens,
 }
 
@@ -63,13 +66,23 @@ impl Tokenizer {
             reason: e.to_string(),
         })?;
         let special = SpecialTokens::resolve(&inner, &file)?;
-        Ok(Self { inner, special })
+        Ok(Self::assemble(inner, special))
+    }
+
+    fn assemble(inner: tokenizers::Tokenizer, special: SpecialTokens) -> Self {
+        let mut plain = inner.clone();
+        plain.set_encode_special_tokens(true);
+        Self {
+            inner,
+            plain,
+            special,
+        }
     }
 
     /// Wraps a `tokenizers` tokenizer that already has the chat tokens.
     pub fn from_inner(inner: tokenizers::Tokenizer) -> Result<Self> {
         let special = SpecialTokens::resolve(&inner, Path::new("<memory>"))?;
-        Ok(Self { inner, special })
+        Ok(Self::assemble(inner, special))
     }
 
     /// Writes `tokenizer.json` and `tokenizer_config.json` (with the chat template) into `dir`.
@@ -108,6 +121,17 @@ impl Tokenizer {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         let enc = self
             .inner
+            .encode_fast(text, false)
+            .map_err(|e| TokenizerError::Encode(e.to_string()))?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes text in which special-token strings are plain characters: what the chat
+    /// template uses for message contents (a user who types `<|end|>` gets those
+    /// characters, not the end of their turn).
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self
+            .plain
             .encode_fast(text, false)
             .map_err(|e| TokenizerError::Encode(e.to_string()))?;
         Ok(enc.get_ids().to_vec())
