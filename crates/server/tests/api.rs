@@ -695,3 +695,51 @@ async fn the_page_is_served_with_its_assets() {
         assert!(body.len() > 1000, "{path} is {} bytes", body.len());
     }
 }
+
+#[tokio::test]
+async fn cors_lets_only_the_named_origins_in() {
+    let config = ServerConfig {
+        cors_origins: vec!["https://app.example".into()],
+        ..ServerConfig::default()
+    };
+    let s = server_with(config, Auth::default(), 2);
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method("OPTIONS")
+            .uri("/v1/chat/completions")
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let res = s
+        .router
+        .clone()
+        .oneshot(preflight("https://app.example"))
+        .await
+        .unwrap();
+    assert_eq!(
+        res.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let res = s
+        .router
+        .clone()
+        .oneshot(preflight("https://evil.example"))
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+    // without the setting, no cross-origin access at all
+    let s = server();
+    let res = s
+        .router
+        .clone()
+        .oneshot(preflight("https://app.example"))
+        .await
+        .unwrap();
+    assert!(res.headers().get("access-control-allow-origin").is_none());
+}
