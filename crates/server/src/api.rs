@@ -116,11 +116,18 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
     let encode_err = |e: ferrochat_tokenizer::TokenizerError| {
         ApiError::param("messages", format!("cannot encode the messages: {e}"))
     };
-    let (prompt, dropped) = match r.truncation.as_deref() {
-        None | Some("disabled") => (m.tokenizer.encode_prompt(&messages).map_err(encode_err)?, 0),
+    let limit = st.config.limits.max_tokens;
+    let (prompt, dropped, max_new) = match r.truncation.as_deref() {
+        None | Some("disabled") => {
+            let prompt = m.tokenizer.encode_prompt(&messages).map_err(encode_err)?;
+            let max_new = openai::fit(prompt.len(), gen.max_tokens, m.context, limit)?;
+            (prompt, 0, max_new)
+        }
         Some("auto") => {
-            let limit = st.config.limits.max_tokens;
-            let reserve = gen.max_tokens.unwrap_or(limit.min(m.context / 2));
+            // room for the answer, but never more than half the context: the oldest turns
+            // go first, then the answer is cut to what is left
+            let want = gen.max_tokens.unwrap_or(limit);
+            let reserve = want.min(m.context / 2).max(1);
             let fitted = match m
                 .tokenizer
                 .encode_prompt_fitting(&messages, m.context, reserve)
@@ -133,7 +140,8 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
                 }
                 Err(e) => return Err(encode_err(e)),
             };
-            (fitted.value, fitted.dropped)
+            let max_new = want.min(m.context - fitted.value.len());
+            (fitted.value, fitted.dropped, max_new)
         }
         Some(other) => {
             return Err(ApiError::param(
@@ -142,12 +150,6 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
             ))
         }
     };
-    let max_new = openai::fit(
-        prompt.len(),
-        gen.max_tokens,
-        m.context,
-        st.config.limits.max_tokens,
-    )?;
     let run = Run::start(m, vec![prompt], vec![max_new], &gen)?;
     let include_usage = r.stream_options.is_some_and(|o| o.include_usage);
     let mut res = respond(st, run, Kind::Chat, r.stream, include_usage).await?;

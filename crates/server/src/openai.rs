@@ -78,9 +78,10 @@ pub struct StreamOptions {
 pub struct ChatRequest {
     pub model: String,
     pub messages: Vec<Value>,
-    /// `"auto"`: drop the oldest turns (after a system message) until the prompt and the
-    /// answer fit the context, as OpenAI's Responses API does; `"disabled"` (the default):
-    /// a prompt that does not fit is an error.
+    /// `"auto"`: drop the oldest turns (after a system message) until the prompt fits
+    /// with room for the answer (`max_tokens`, at most half the context), as OpenAI's
+    /// Responses API does, and cut the answer to the room left; `"disabled"` (the
+    /// default): a prompt and `max_tokens` that do not fit are an error.
     pub truncation: Option<String>,
     #[serde(default)]
     pub stream: bool,

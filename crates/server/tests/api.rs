@@ -408,6 +408,17 @@ async fn truncation_auto_leaves_out_the_oldest_turns() {
         serde_json::from_slice(&res.into_body().collect().await.unwrap().to_bytes()).unwrap();
     let used = v["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
     assert!(used + 16 <= CTX, "{used}");
+    // max_tokens as large as the context: the answer gets what is left, not an error
+    let mut greedy = auto.clone();
+    greedy["max_tokens"] = json!(CTX);
+    greedy["ignore_eos"] = json!(true);
+    let (st, v) = call(&s.router, "POST", "/v1/chat/completions", Some(greedy)).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["usage"]["total_tokens"], CTX,
+        "the answer fills the context: {v}"
+    );
+    assert_eq!(v["choices"][0]["finish_reason"], "length");
     auto["truncation"] = json!("middle");
     let (st, _) = call(&s.router, "POST", "/v1/chat/completions", Some(auto)).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
