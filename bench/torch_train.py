@@ -22,6 +22,8 @@ def main():
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda")
+    ap.add_argument("--bf16", action="store_true", help="bf16 autocast for the forward (fp32 master weights)")
     args = ap.parse_args()
 
     import torch
@@ -33,30 +35,42 @@ def main():
         cfg = json.load(f)
     config = LlamaConfig(**cfg)
     config._attn_implementation = "sdpa"
-    model = LlamaForCausalLM(config).float().train()
+    dev = torch.device(args.device)
+    model = LlamaForCausalLM(config).float().train().to(dev)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
     params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1)
     times = []
     for i in range(args.warmup + args.steps):
-        x = torch.randint(0, config.vocab_size, (args.batch, args.seq))
-        y = torch.randint(0, config.vocab_size, (args.batch, args.seq))
+        x = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=dev)
+        y = torch.randint(0, config.vocab_size, (args.batch, args.seq), device=dev)
+        sync()
         t = time.perf_counter()
-        logits = model(input_ids=x).logits
-        loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1))
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=args.bf16):
+            logits = model(input_ids=x).logits
+        loss = torch.nn.functional.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
+        sync()
         dt = time.perf_counter() - t
         if i >= args.warmup:
             times.append(dt)
     step = statistics.median(times)
     tps = args.batch * args.seq / step
-    print(f"PyTorch {torch.__version__} eager, {args.threads} threads: {tps:.0f} tokens/s "
-          f"(median step {step:.3f}s, {params/1e6:.2f}M parameters)")
+    # model FLOPs per token: 6 x parameters (embedding excluded when tied... counted as
+    # nanochat does: all matmul parameters) plus attention, 12 x layers x d x seq
+    d = config.hidden_size
+    flops_tok = 6 * params + 12 * config.num_hidden_layers * d * args.seq
+    where = torch.cuda.get_device_name() if dev.type == "cuda" else f"{args.threads} threads"
+    print(f"PyTorch {torch.__version__} eager{' bf16 autocast' if args.bf16 else ''}, {where}: "
+          f"{tps:.0f} tokens/s (median step {step:.3f}s, {params/1e6:.2f}M parameters, "
+          f"{tps * flops_tok / 1e12:.1f} model TFLOP/s)")
     print(json.dumps({"reference": "pytorch-eager-hf-llama", "torch": torch.__version__,
-                      "threads": args.threads, "params": params, "step_secs_median": step,
-                      "tokens_per_sec": tps}))
+                      "device": where, "bf16": args.bf16, "threads": args.threads, "params": params,
+                      "step_secs_median": step, "tokens_per_sec": tps,
+                      "model_tflops": tps * flops_tok / 1e12}))
 
 
 if __name__ == "__main__":

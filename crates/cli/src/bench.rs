@@ -17,6 +17,8 @@ pub enum Command {
     Train(TrainArgs),
     /// Prefill and decode tokens/s with the KV cache, at batch 1 and 8 (aggregate and per sequence)
     Generate(GenerateArgs),
+    /// Watermark detection on the world: model text with and without it, human text, edits
+    Watermark(crate::detect::BenchArgs),
     /// The server under concurrent streaming clients: continuous batching vs one request at a time
     Serve(crate::bench_serve::ServeArgs),
 }
@@ -77,6 +79,7 @@ pub fn run(cmd: Command) -> Result<()> {
         Command::Train(a) => train(a),
         Command::Generate(a) => gen(a),
         Command::Serve(a) => crate::bench_serve::serve(a),
+        Command::Watermark(a) => crate::detect::bench(a),
     }
 }
 
@@ -252,6 +255,7 @@ fn gen(a: GenerateArgs) -> Result<()> {
         sampling: SamplingParams::greedy(),
         seed: 0,
         stop: vec![],
+        watermark: None,
     };
     let runs = a.runs.max(1);
     eprintln!(

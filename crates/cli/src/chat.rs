@@ -72,6 +72,8 @@ pub struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub watermark: crate::runtime::WatermarkArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -99,6 +101,7 @@ pub fn run(a: Args) -> Result<()> {
         dropped: 0,
         history: Vec::new(),
         interactive,
+        watermark: a.watermark.get()?,
         tok,
         model,
     };
@@ -205,6 +208,7 @@ struct Session {
     /// Messages the last prompt left out, so the notice shows only when that changes.
     dropped: usize,
     interactive: bool,
+    watermark: Option<ferrochat_engine::Watermark>,
 }
 
 impl Session {
@@ -362,6 +366,7 @@ impl Session {
             sampling: self.sampling,
             seed: self.seed.wrapping_add(self.answers),
             stop: stop.clone(),
+            watermark: self.watermark,
         };
         self.answers += 1;
         INTERRUPTED.store(false, Ordering::SeqCst);

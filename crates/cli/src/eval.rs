@@ -42,6 +42,8 @@ pub struct Args {
     pub output: Option<PathBuf>,
     #[arg(long)]
     pub quiet: bool,
+    #[command(flatten)]
+    pub watermark: crate::runtime::WatermarkArgs,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -182,6 +184,7 @@ pub fn eval_model(dir: &Path, items: &[EvalItem], a: &Args) -> Result<Outcome> {
             SamplingParams::greedy()
         },
         seed: a.seed,
+        watermark: a.watermark.get()?,
     };
     let bar = (!a.quiet).then(|| {
         let b = indicatif::ProgressBar::new(items.len() as u64);

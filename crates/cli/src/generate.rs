@@ -37,6 +37,8 @@ pub struct Args {
     pub stats: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    #[command(flatten)]
+    pub watermark: crate::runtime::WatermarkArgs,
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -55,6 +57,7 @@ pub fn run(a: Args) -> Result<()> {
         sampling,
         seed: a.seed,
         stop: vec![tok.special().bos, tok.special().end],
+        watermark: a.watermark.get()?,
     };
     let mut out = std::io::stdout().lock();
     write!(out, "{}", a.prompt)?;

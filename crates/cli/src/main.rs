@@ -5,6 +5,7 @@ mod bench;
 mod bench_serve;
 mod chat;
 mod data;
+mod detect;
 mod dpo;
 mod eval;
 mod generate;
@@ -66,6 +67,8 @@ enum Command {
     Generate(generate::Args),
     /// Chat with a checkpoint in the terminal (reads stdin when piped)
     Chat(chat::Args),
+    /// Tell whether a text carries a ferrochat watermark (needs the key and the tokenizer, no model)
+    Detect(detect::Args),
     /// Serve checkpoints over the OpenAI API, with the web chat page and the feedback store
     Serve(serve::Args),
     /// Turn people's ratings and comparisons from the chat page into training data
@@ -103,6 +106,7 @@ fn main() {
         Command::Dpo(a) => dpo::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
+        Command::Detect(a) => detect::run(a),
         Command::Serve(a) => serve::run(a),
         Command::Feedback(c) => serve::feedback(c),
         Command::Eval(a) => eval::run(a),

@@ -199,6 +199,7 @@ fn watch(
         max_new_tokens: 64,
         sampling: SamplingParams::greedy(),
         seed: 0,
+        watermark: None,
     };
     let (card, judged) = ferrochat_eval::evaluate(model, tok, items, &opts, |_| {})
         .map_err(|e| ferrochat_train::TrainError::Data(e.to_string()))?;

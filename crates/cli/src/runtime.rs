@@ -63,6 +63,40 @@ pub fn open_model(dir: &Path, device_name: &str) -> Result<(Tokenizer, Llama, De
     Ok((tok, model, device))
 }
 
+/// `--watermark-key` and its strength, shared by the commands that generate.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct WatermarkArgs {
+    /// Plant a green-list watermark keyed by this number in the generated text
+    /// (`ferrochat detect --key` finds it)
+    #[arg(long)]
+    pub watermark_key: Option<u64>,
+    /// Share of the vocabulary that is green at each step
+    #[arg(long, default_value_t = ferrochat_engine::Watermark::DEFAULT_GAMMA, requires = "watermark_key")]
+    pub watermark_gamma: f32,
+    /// Logit bonus of green tokens: higher is easier to detect and costs more quality
+    #[arg(long, default_value_t = ferrochat_engine::Watermark::DEFAULT_DELTA, requires = "watermark_key")]
+    pub watermark_delta: f32,
+}
+
+impl WatermarkArgs {
+    /// The watermark asked for, checked; `None` without `--watermark-key`.
+    pub fn get(&self) -> Result<Option<ferrochat_engine::Watermark>> {
+        let Some(key) = self.watermark_key else {
+            return Ok(None);
+        };
+        let w = ferrochat_engine::Watermark {
+            key,
+            gamma: self.watermark_gamma,
+            delta: self.watermark_delta,
+        };
+        if let Err(e) = w.validate() {
+            // "watermark gamma must ..." -> "--watermark-gamma must ..."
+            bail!("--{}", e.replacen(' ', "-", 1));
+        }
+        Ok(Some(w))
+    }
+}
+
 /// Sampling settings from the command line, checked; an error names the flag at fault.
 pub fn sampling(p: ferrochat_engine::SamplingParams) -> Result<ferrochat_engine::SamplingParams> {
     if let Err(e) = p.validate() {

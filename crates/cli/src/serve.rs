@@ -63,6 +63,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Watermark every answer (detect it with `ferrochat detect --key`)
+    #[command(flatten)]
+    pub watermark: crate::runtime::WatermarkArgs,
 }
 
 fn named(spec: &str) -> Result<(String, PathBuf)> {
@@ -125,6 +128,7 @@ pub fn run(a: Args) -> Result<()> {
         },
         max_body_bytes: a.max_body_bytes,
         cors_origins: a.cors_origin.clone(),
+        watermark: a.watermark.get()?,
     };
     let mut state = AppState::new(models, config).with_auth(Auth::new(&keys, a.rate_limit));
     if !a.no_db {

@@ -175,6 +175,7 @@ pub fn answer(m: &Llama, tok: &Tokenizer, prompt: &str, seed: u64) -> Result<Str
         },
         seed,
         stop: vec![tok.special().bos, tok.special().end],
+        watermark: None,
     };
     let g = generate(m, &ids, &opts, |_| true)?;
     Ok(format!("{prompt} -> {}", tok.decode(&g.tokens, false)?))

@@ -328,6 +328,71 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
             .arg(tmp.path().join("dpo_bad")),
     );
     assert!(err.contains("bad.jsonl:2: not JSON"), "{err}");
+
+    // the watermark: text written with a key is found with it and the tokenizer alone
+    let write = |extra: &[&str]| {
+        let text = ok(bin()
+            .args([
+                "generate",
+                "--prompt",
+                "The capital of",
+                "--max-tokens",
+                "100",
+            ])
+            .args([
+                "--temperature",
+                "1",
+                "--top-k",
+                "0",
+                "--top-p",
+                "1",
+                "--model",
+            ])
+            .arg(run.join("base"))
+            .args(extra));
+        let path = tmp.path().join(format!("text{}.txt", extra.len()));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let marked = write(&["--watermark-key", "1234"]);
+    let plain = write(&[]);
+    let detect = |file: &Path, key: &str| -> serde_json::Value {
+        let o = ok(bin()
+            .args(["detect", "--json", "--key", key, "--tokenizer"])
+            .arg(run.join("base"))
+            .arg(file));
+        serde_json::from_str(&o).unwrap()
+    };
+    let d = detect(&marked, "1234");
+    assert_eq!(d["watermarked"], true, "{d}");
+    for (file, key) in [(&plain, "1234"), (&marked, "999")] {
+        let d = detect(file, key);
+        assert_eq!(d["watermarked"], false, "{d}");
+    }
+    let err = fails(
+        bin()
+            .args(["generate", "--prompt", "x", "--watermark-key", "1"])
+            .args(["--watermark-gamma", "1.5", "--model"])
+            .arg(run.join("base")),
+    );
+    assert!(err.contains("--watermark-gamma"), "{err}");
+    let bench = ok(bin()
+        .args([
+            "bench",
+            "watermark",
+            "--samples",
+            "10",
+            "--tokens",
+            "60",
+            "--model",
+        ])
+        .arg(run.join("base"))
+        .arg("--human")
+        .arg(run.join("world/pretrain.txt")));
+    let v: serde_json::Value = serde_json::from_str(bench.lines().last().unwrap()).unwrap();
+    let flagged = |i: usize| v["rows"][i]["flagged"].as_f64().unwrap();
+    assert!(flagged(0) <= 0.1, "human text flagged: {bench}");
+    assert!(flagged(2) >= 0.8, "watermarked text missed: {bench}");
 }
 
 fn sft(base: &Path, data: &Path, out: &Path, steps: u32) -> Command {

@@ -1,7 +1,6 @@
 //! `ferrochat serve` as a process on a real socket: acknowledged feedback survives
 //! `kill -9`, SIGTERM stops it cleanly, and `feedback export` writes what `reward` reads.
 
-#[allow(dead_code)]
 mod common;
 
 use std::collections::HashMap;
@@ -13,39 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use candle_core::Device;
-use ferrochat_model::{checkpoint, weights, Config};
-use ferrochat_tokenizer::{Tokenizer, TrainOptions};
 use serde_json::{json, Value};
-
-/// A random tiny chat checkpoint with a real tokenizer.
-fn checkpoint_dir(dir: &Path) {
-    let text: Vec<String> = (0..100)
-        .map(|i| format!("Question {i}: what is {i} plus one? Answer: {}.", i + 1))
-        .collect();
-    let tok = Tokenizer::train(
-        text.into_iter(),
-        &TrainOptions {
-            vocab_size: 300,
-            ..Default::default()
-        },
-    )
-    .unwrap();
-    let cfg = Config {
-        tie_word_embeddings: false,
-        ..Config::preset("tiny", tok.vocab_size(), 64).unwrap()
-    };
-    let w = weights::init_weights(&cfg, 1, &Device::Cpu).unwrap();
-    let meta = checkpoint::Meta {
-        stage: "sft".into(),
-        ..Default::default()
-    };
-    checkpoint::save(dir, &cfg, &w, &meta, |d| {
-        tok.save(d)
-            .map_err(|e| ferrochat_model::ModelError::Config(e.to_string()))
-    })
-    .unwrap();
-}
 
 struct Served {
     child: Child,
@@ -134,7 +101,7 @@ fn acknowledged_feedback_survives_kill_9_in_postgres() {
 
 fn kill_9_loses_nothing(dir: &Path, db: &Path) {
     let model = dir.join("chat");
-    checkpoint_dir(&model);
+    common::checkpoint_dir(&model);
     let mut server = serve(&model, db);
     let (st, body) = http(&server.addr, "GET", "/health", None);
     assert_eq!(st, 200, "{body}");
@@ -241,7 +208,7 @@ fn kill_9_loses_nothing(dir: &Path, db: &Path) {
 fn sigterm_stops_the_server_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("chat");
-    checkpoint_dir(&model);
+    common::checkpoint_dir(&model);
     let mut server = serve(&model, &dir.path().join("f.db"));
     let (st, body) = http(
         &server.addr,
@@ -273,7 +240,7 @@ fn sigterm_stops_the_server_cleanly() {
 fn bench_serve_compares_continuous_batching_with_one_at_a_time() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("chat");
-    checkpoint_dir(&model);
+    common::checkpoint_dir(&model);
     let out = common::run_ok(
         common::bin()
             .args([

@@ -106,6 +106,9 @@ impl<'m> Batch<'m> {
         if let Err(e) = opts.sampling.validate() {
             return bad(format!("sampling: {e}"));
         }
+        if let Some(Err(e)) = opts.watermark.map(|w| w.validate()) {
+            return bad(e);
+        }
         let vocab = self.model.config().vocab_size;
         if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
             return bad(format!(
@@ -136,7 +139,7 @@ impl<'m> Batch<'m> {
         self.seqs.push(Seq {
             id,
             cache,
-            sampler: Sampler::new(opts.sampling, opts.seed),
+            sampler: Sampler::new(opts.sampling, opts.seed).with_watermark(opts.watermark),
             stop: opts.stop.clone(),
             tokens: prompt.to_vec(),
             prompt_len: prompt.len(),

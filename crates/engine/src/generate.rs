@@ -19,6 +19,8 @@ pub struct GenerateOptions {
     pub seed: u64,
     /// Generation ends after any of these (the stop token is included in the output).
     pub stop: Vec<u32>,
+    /// A watermark planted in the sampled tokens (none by default).
+    pub watermark: Option<crate::Watermark>,
 }
 
 /// What came out, and how fast.
@@ -139,6 +141,7 @@ mod tests {
             sampling: SamplingParams::greedy(),
             seed: 0,
             stop: vec![],
+            watermark: None,
         };
         let g = generate(&m, &[1, 2, 3], &opts, |_| true).unwrap();
         assert_eq!(g.tokens.len(), 10);
@@ -164,6 +167,7 @@ mod tests {
             sampling: SamplingParams::greedy(),
             seed: 0,
             stop: vec![],
+            watermark: None,
         };
         let g = generate(&m, &[1, 2, 3], &opts, |_| true).unwrap();
         assert_eq!(g.tokens.len(), 5, "context of 8 leaves 5 new tokens");

@@ -8,7 +8,9 @@
 pub mod batch;
 pub mod generate;
 pub mod sampler;
+pub mod watermark;
 
 pub use batch::{Batch, FinishReason, SeqId, StepToken};
 pub use generate::{generate, generate_batch, generate_batch_to, GenerateOptions, Generation};
 pub use sampler::{Sampler, SamplingParams};
+pub use watermark::{Detection, Watermark};

@@ -6,6 +6,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
+use crate::watermark::Watermark;
+
 /// How to sample. Temperature 0 means greedy.
 ///
 /// The steps run in the order of Hugging Face `generate`: repetition penalty, then
@@ -92,6 +94,7 @@ pub struct Sampler {
     rng: ChaCha8Rng,
     scratch: Vec<(f32, u32)>,
     penalized: Vec<f32>,
+    watermark: Option<Watermark>,
 }
 
 impl Sampler {
@@ -101,7 +104,15 @@ impl Sampler {
             rng: ChaCha8Rng::seed_from_u64(seed),
             scratch: Vec::new(),
             penalized: Vec::new(),
+            watermark: None,
         }
+    }
+
+    /// Plants `watermark` in what this sampler picks: after the repetition penalty, the
+    /// tokens green after the previous one get its logit bonus.
+    pub fn with_watermark(mut self, watermark: Option<Watermark>) -> Self {
+        self.watermark = watermark;
+        self
     }
 
     pub fn params(&self) -> &SamplingParams {
@@ -118,11 +129,24 @@ impl Sampler {
     /// once to each distinct token of `context`.
     pub fn sample_after(&mut self, logits: &[f32], context: &[u32]) -> u32 {
         let rp = self.params.repetition_penalty;
-        if rp == 1.0 || context.is_empty() {
+        let mark = self
+            .watermark
+            .filter(|w| w.delta > 0.0)
+            .zip(context.last().copied());
+        let penalize = rp != 1.0 && !context.is_empty();
+        if !penalize && mark.is_none() {
             return self.pick(logits);
         }
         let mut pen = std::mem::take(&mut self.penalized);
-        penalize_into(logits, context, rp, &mut pen);
+        if penalize {
+            penalize_into(logits, context, rp, &mut pen);
+        } else {
+            pen.clear();
+            pen.extend_from_slice(logits);
+        }
+        if let Some((w, prev)) = mark {
+            w.bias(prev, &mut pen);
+        }
         let t = self.pick(&pen);
         self.penalized = pen;
         t

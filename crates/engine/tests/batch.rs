@@ -31,6 +31,7 @@ fn greedy(max_new_tokens: usize) -> GenerateOptions {
         sampling: SamplingParams::greedy(),
         seed: 0,
         stop: vec![],
+        watermark: None,
     }
 }
 
@@ -46,6 +47,7 @@ fn sampled(max_new_tokens: usize, seed: u64) -> GenerateOptions {
         },
         seed,
         stop: vec![],
+        watermark: None,
     }
 }
 

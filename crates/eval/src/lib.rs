@@ -32,6 +32,8 @@ pub struct EvalOptions {
     pub max_new_tokens: usize,
     pub sampling: SamplingParams,
     pub seed: u64,
+    /// Plant this watermark in the answers (to measure what it costs).
+    pub watermark: Option<ferrochat_engine::Watermark>,
 }
 
 /// One judged answer.
@@ -97,6 +99,7 @@ pub fn answer(
         sampling: opts.sampling,
         seed: opts.seed.wrapping_add(index),
         stop: vec![s.end, s.bos],
+        watermark: opts.watermark,
     };
     let few_shot = matches!(opts.style, PromptStyle::FewShot { .. });
     let mut produced = Vec::new();

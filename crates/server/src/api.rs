@@ -111,7 +111,8 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
     let body = read_body(&st, req.into_body()).await?;
     let r: ChatRequest = openai::parse_body(&body)?;
     let m = st.model(&r.model)?;
-    let gen = r.sampling.check(&st.config.limits)?;
+    let mut gen = r.sampling.check(&st.config.limits)?;
+    gen.watermark = st.config.watermark;
     let messages = openai::messages(&r.messages, &st.config.limits)?;
     let encode_err = |e: ferrochat_tokenizer::TokenizerError| {
         ApiError::param("messages", format!("cannot encode the messages: {e}"))
@@ -163,7 +164,8 @@ pub async fn completions(State(st): State<Shared>, req: Request) -> ApiResult<Re
     let body = read_body(&st, req.into_body()).await?;
     let r: CompletionRequest = openai::parse_body(&body)?;
     let m = st.model(&r.model)?;
-    let gen = r.sampling.check(&st.config.limits)?;
+    let mut gen = r.sampling.check(&st.config.limits)?;
+    gen.watermark = st.config.watermark;
     let mut prompts = Vec::new();
     let mut max_new = Vec::new();
     for p in openai::prompts(&r.prompt, m.vocab)? {

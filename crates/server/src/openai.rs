@@ -111,6 +111,8 @@ pub struct GenParams {
     pub seed: u64,
     pub stops: Vec<String>,
     pub ignore_eos: bool,
+    /// The server's watermark, when it plants one.
+    pub watermark: Option<ferrochat_engine::Watermark>,
 }
 
 /// Parses a JSON body; the error says where it is malformed.
@@ -266,6 +268,7 @@ impl SamplingIn {
             seed,
             stops,
             ignore_eos: self.ignore_eos.unwrap_or(false),
+            watermark: None,
         })
     }
 }

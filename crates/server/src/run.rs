@@ -68,6 +68,7 @@ impl Run {
                         sampling: gen.sampling,
                         seed: gen.seed.wrapping_add(i as u64),
                         stop: if gen.ignore_eos { vec![] } else { vec![end] },
+                        watermark: gen.watermark,
                     },
                     events: tx.clone(),
                     cancel: cancel.clone(),

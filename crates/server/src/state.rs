@@ -77,6 +77,8 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Origins allowed to call the API from a browser (`*` for any); none: same origin only.
     pub cors_origins: Vec<String>,
+    /// Planted in every answer when set.
+    pub watermark: Option<ferrochat_engine::Watermark>,
 }
 
 impl Default for ServerConfig {
@@ -85,6 +87,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             max_body_bytes: 1 << 20,
             cors_origins: Vec::new(),
+            watermark: None,
         }
     }
 }

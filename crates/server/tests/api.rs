@@ -137,6 +137,7 @@ fn solo_answer(s: &Server, q: &str, max: usize) -> (String, usize) {
         sampling: SamplingParams::greedy(),
         seed: 0,
         stop: vec![s.tok.special().end],
+        watermark: None,
     };
     let g = generate(&s.solo, &prompt, &opts, |_| true).unwrap();
     (s.tok.decode(&g.tokens, false).unwrap(), prompt.len())

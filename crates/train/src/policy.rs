@@ -105,6 +105,7 @@ pub fn rollouts(
                 },
                 seed: rng.random(),
                 stop: stop.to_vec(),
+                watermark: None,
             });
         }
     }

@@ -135,6 +135,7 @@ pub fn run(a: Args) -> Result<()> {
         output: None,
         quiet: a.quiet,
         device: a.device.clone(),
+        watermark: Default::default(),
     };
     let items = crate::eval::load_items(&eval_args)?;
     let outcome = crate::eval::eval_model(&base, &items, &eval_args)?;

@@ -1,4 +1,6 @@
 //! What the command-line tests share: the binary, running it, and a small prepared world.
+//! Each test file uses only some of these helpers.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -59,4 +61,33 @@ pub fn prepared(dir: &Path, s: &Small) -> PathBuf {
             .arg(world.join("pretrain.txt")),
     );
     data
+}
+
+/// A random tiny chat checkpoint with a real tokenizer.
+pub fn checkpoint_dir(dir: &Path) {
+    let text: Vec<String> = (0..100)
+        .map(|i| format!("Question {i}: what is {i} plus one? Answer: {}.", i + 1))
+        .collect();
+    let tok = ferrochat_tokenizer::Tokenizer::train(
+        text.into_iter(),
+        &ferrochat_tokenizer::TrainOptions {
+            vocab_size: 300,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let cfg = ferrochat_model::Config {
+        tie_word_embeddings: false,
+        ..ferrochat_model::Config::preset("tiny", tok.vocab_size(), 64).unwrap()
+    };
+    let w = ferrochat_model::weights::init_weights(&cfg, 1, &candle_core::Device::Cpu).unwrap();
+    let meta = ferrochat_model::checkpoint::Meta {
+        stage: "sft".into(),
+        ..Default::default()
+    };
+    ferrochat_model::checkpoint::save(dir, &cfg, &w, &meta, |d| {
+        tok.save(d)
+            .map_err(|e| ferrochat_model::ModelError::Config(e.to_string()))
+    })
+    .unwrap();
 }
