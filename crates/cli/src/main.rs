@@ -12,6 +12,7 @@ mod generate;
 mod logits;
 mod pretrain;
 mod records;
+mod report;
 mod reward;
 mod rl;
 mod runtime;
@@ -78,6 +79,8 @@ enum Command {
     Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
     Logits(logits::Args),
+    /// Rebuild a run folder's report.md and plots from its metrics files
+    Report(report::Args),
     /// Measure training and generation speed
     #[command(subcommand)]
     Bench(bench::Command),
@@ -98,12 +101,31 @@ fn main() {
         Command::World(c) => world::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
         Command::Data(c) => data::run(c),
-        Command::Pretrain(a) => pretrain::run(a),
-        Command::Sft(a) => sft::run(a),
-        Command::Reward(c) => reward::run(c),
-        Command::Ppo(a) => rl::ppo(a),
-        Command::Grpo(a) => rl::grpo(a),
-        Command::Dpo(a) => dpo::run(a),
+        Command::Pretrain(a) => {
+            let out = a.output.clone();
+            pretrain::run(a).map(|()| report::refresh(&out))
+        }
+        Command::Sft(a) => {
+            let out = a.output.clone();
+            sft::run(a).map(|()| report::refresh(&out))
+        }
+        Command::Reward(c) => {
+            let out = c.sub.is_none().then(|| c.train.output.clone()).flatten();
+            reward::run(c).map(|()| out.iter().for_each(|o| report::refresh(o)))
+        }
+        Command::Ppo(a) => {
+            let out = a.common.output.clone();
+            rl::ppo(a).map(|()| report::refresh(&out))
+        }
+        Command::Grpo(a) => {
+            let out = a.common.output.clone();
+            rl::grpo(a).map(|()| report::refresh(&out))
+        }
+        Command::Dpo(a) => {
+            let out = a.output.clone();
+            dpo::run(a).map(|()| report::refresh(&out))
+        }
+        Command::Report(a) => report::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),

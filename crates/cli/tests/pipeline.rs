@@ -252,12 +252,70 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         "win rate",
         "## Serving",
         "continuous (batch 4)",
+        "## Report card",
+        "### Environment",
+        "### Stages",
+        "### Plots",
+        "### Compute",
+        "![",
     ] {
         assert!(
             report.contains(section),
             "report lacks {section}:\n{report}"
         );
     }
+    // every plot the report links is a real picture
+    let linked: Vec<&str> = report
+        .split("](plots/")
+        .skip(1)
+        .map(|r| r.split(')').next().unwrap())
+        .collect();
+    for want in [
+        "loss_base.png",
+        "lr.png",
+        "reward.png",
+        "kl.png",
+        "accuracy_reward.png",
+        "judged.png",
+        "compute.png",
+    ] {
+        assert!(
+            linked.contains(&want),
+            "{want} not in the report: {linked:?}"
+        );
+    }
+    for png in &linked {
+        let file = std::fs::File::open(run.join("plots").join(png)).unwrap();
+        let mut reader = png::Decoder::new(std::io::BufReader::new(file))
+            .read_info()
+            .unwrap();
+        let mut buf = vec![0; reader.output_buffer_size()];
+        let info = reader.next_frame(&mut buf).unwrap();
+        assert!(
+            info.width >= 500 && info.height >= 300,
+            "{png}: {}x{}",
+            info.width,
+            info.height
+        );
+        let pixels = &buf[..info.buffer_size()];
+        let colours: std::collections::HashSet<&[u8]> = pixels.chunks(3).collect();
+        let inked = pixels.chunks(3).filter(|p| p != &[255, 255, 255]).count();
+        assert!(
+            colours.len() > 8 && inked > 2000,
+            "{png} looks empty: {} colours, {inked} inked pixels",
+            colours.len()
+        );
+    }
+    let rebuilt = ok(bin().args(["report", "--run"]).arg(&run));
+    assert!(rebuilt.contains("report.md"), "{rebuilt}");
+    assert_eq!(
+        std::fs::read_to_string(run.join("report.md"))
+            .unwrap()
+            .lines()
+            .count(),
+        report.lines().count()
+    );
+
     // a second run keeps the finished stages and ends the same
     let again = ok(bin()
         .args(["speedrun", "--quick", "--quiet", "--output"])

@@ -2,7 +2,9 @@
 //! scores each answer, and the scores are gathered per skill and language. A base model
 //! is prompted the GPT-3 way, with worked examples; a chat model through its template.
 
+pub mod plot;
 mod prompt;
+pub mod report;
 mod table;
 
 pub use prompt::{few_shot_prompt, PromptStyle};

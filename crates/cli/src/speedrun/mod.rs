@@ -222,9 +222,10 @@ pub fn run(a: Args) -> Result<()> {
     report.times.push(("serve", t.elapsed().as_secs_f64()));
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
-    let path = out.join("report.md");
-    ferrochat_text::write_atomic(&path, md.as_bytes())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let summary = out.join("speedrun.md");
+    ferrochat_text::write_atomic(&summary, md.as_bytes())
+        .with_context(|| format!("writing {}", summary.display()))?;
+    let path = crate::report::write(&out)?;
     println!("speedrun finished in {:.0}s", report.total_secs);
     // the binary as the user can type it from here
     let exe = std::env::current_exe()

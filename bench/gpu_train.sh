@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# ferrochat's training step on a CUDA GPU against PyTorch eager (Hugging Face
+# LlamaForCausalLM from the same config.json, f32 and bf16 autocast) in one sitting.
+#   bench/gpu_train.sh FERROCHAT_CUDA_BINARY [--preset d12] [--batch 16] [--seq 1024]
+# The binary is built with `cargo build --release -p ferrochat-cli --features cuda`.
+# Writes ours.json and torch*.json into $OUT (or target/bench-gpu).
+set -uo pipefail
+BIN=$1; shift
+PRESET=d12 BATCH=16 SEQ=1024 STEPS=10 VOCAB=50304
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --preset) PRESET=$2; shift 2;; --batch) BATCH=$2; shift 2;; --seq) SEQ=$2; shift 2;;
+    --steps) STEPS=$2; shift 2;; *) echo "unknown option $1" >&2; exit 2;;
+  esac
+done
+OUT=${OUT:-target/bench-gpu}; mkdir -p "$OUT/model"
+nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
+"$BIN" bench train --device cuda --preset "$PRESET" --vocab "$VOCAB" --batch "$BATCH" --seq "$SEQ" \
+  --steps "$STEPS" --warmup 3 --output "$OUT/model" 2>&1 | tee "$OUT/ours.txt"
+for flags in "" "--bf16"; do
+  python3 bench/torch_train.py "$OUT/model" --device cuda $flags --batch "$BATCH" --seq "$SEQ" \
+    --steps "$STEPS" --warmup 3 2>&1 | grep -v -i warn | tee -a "$OUT/torch.txt"
+done
