@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Builds the CUDA ferrochat (target/cuda/release/ferrochat) on a machine that has no CUDA
+# toolkit, for running on one that has the driver and CUDA 13 libraries: nvcc, the
+# headers and the libraries to link against come from NVIDIA's PyPI wheels, and a
+# stand-in libcuda.so (the driver's symbols, empty) satisfies the linker; the real
+# libcuda.so.1 is loaded at run time. With a CUDA toolkit installed, plain
+# `cargo build --release -p ferrochat-cli --features cuda` does the same.
+#   scripts/build_cuda.sh [COMPUTE_CAP]     # default 90 (H100/H200)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CAP=${1:-90}
+TOOLS="$(pwd)/target/cuda-tools"
+python3 -m venv "$TOOLS/venv"
+"$TOOLS/venv/bin/pip" install -q --disable-pip-version-check \
+  "nvidia-cuda-nvcc==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==13.0.*" \
+  "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*" \
+  "nvidia-cublas==13.0.*" "nvidia-curand"
+CU=$(echo "$TOOLS"/venv/lib/python3*/site-packages/nvidia/cu13)
+LINK="$TOOLS/link"
+mkdir -p "$LINK"
+for f in "$CU"/lib/lib{cublas,cublasLt,curand,nvrtc,cudart}.so.*; do
+  [[ "$f" == *builtins* || "$f" == *.alt.* ]] && continue
+  b=$(basename "$f"); ln -sf "$f" "$LINK/$b"; ln -sf "$f" "$LINK/${b%%.so*}.so"
+done
+# the driver API symbols cudarc may call, as empty functions in a libcuda.so.1 stand-in
+cargo fetch -q
+SYS=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys/mod.rs | tail -1)
+{ echo "/* link-time stand-in for libcuda.so.1; the driver provides these at run time */"
+  grep -oE '"cu[A-Z][A-Za-z0-9_]+"' "$SYS" | tr -d '"' | sort -u | sed 's/.*/int &(void) { return 0; }/'
+} > "$LINK/stub.c"
+gcc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/stub.c"
+PATH="$CU/bin:$PATH" CUDA_COMPUTE_CAP=$CAP CUDA_PATH="$CU" CUDA_ROOT="$CU" LIBRARY_PATH="$LINK" \
+  CARGO_TARGET_DIR=target/cuda cargo build --release -p ferrochat-cli --features cuda
+echo "built target/cuda/release/ferrochat (compute capability $CAP); run it with the CUDA 13 libraries on LD_LIBRARY_PATH"
