@@ -139,14 +139,7 @@ pub fn line_chart(
         }
     }
     if series.len() > 1 || !series[0].name.is_empty() {
-        chart
-            .configure_series_labels()
-            .label_font(("sans-serif", 14))
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.3))
-            .position(SeriesLabelPosition::UpperRight)
-            .draw()
-            .map_err(|e| err(path, e))?;
+        legend(&mut chart, path)?;
     }
     root.present().map_err(|e| err(path, e))
 }
@@ -217,6 +210,18 @@ pub fn bar_chart(
             .label(name.as_str())
             .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 14, y + 5)], color.filled()));
     }
+    legend(&mut chart, path)?;
+    root.present().map_err(|e| err(path, e))
+}
+
+type Chart<'a> = ChartContext<
+    'a,
+    BitMapBackend<'a>,
+    Cartesian2d<plotters::coord::types::RangedCoordf64, plotters::coord::types::RangedCoordf64>,
+>;
+
+/// The series names, boxed in the top right corner.
+fn legend(chart: &mut Chart<'_>, path: &Path) -> Result<()> {
     chart
         .configure_series_labels()
         .label_font(("sans-serif", 14))
@@ -224,6 +229,5 @@ pub fn bar_chart(
         .border_style(BLACK.mix(0.3))
         .position(SeriesLabelPosition::UpperRight)
         .draw()
-        .map_err(|e| err(path, e))?;
-    root.present().map_err(|e| err(path, e))
+        .map_err(|e| err(path, e))
 }
