@@ -8,9 +8,11 @@
 pub mod batch;
 pub mod generate;
 pub mod sampler;
+pub mod speculative;
 pub mod watermark;
 
 pub use batch::{Batch, FinishReason, SeqId, StepToken};
 pub use generate::{generate, generate_batch, generate_batch_to, GenerateOptions, Generation};
 pub use sampler::{Sampler, SamplingParams};
+pub use speculative::{generate_speculative, SpecStats};
 pub use watermark::{Detection, Watermark};

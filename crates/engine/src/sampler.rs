@@ -128,6 +128,19 @@ impl Sampler {
     /// sequence so far, prompt and generated); the repetition penalty, when on, applies
     /// once to each distinct token of `context`.
     pub fn sample_after(&mut self, logits: &[f32], context: &[u32]) -> u32 {
+        match self.adjusted(logits, context) {
+            None => self.pick(logits),
+            Some(adj) => {
+                let t = self.pick(&adj);
+                self.penalized = adj;
+                t
+            }
+        }
+    }
+
+    /// The logits after the repetition penalty and the watermark's bonus; `None` when
+    /// neither applies (the logits are used as they are).
+    fn adjusted(&mut self, logits: &[f32], context: &[u32]) -> Option<Vec<f32>> {
         let rp = self.params.repetition_penalty;
         let mark = self
             .watermark
@@ -135,7 +148,7 @@ impl Sampler {
             .zip(context.last().copied());
         let penalize = rp != 1.0 && !context.is_empty();
         if !penalize && mark.is_none() {
-            return self.pick(logits);
+            return None;
         }
         let mut pen = std::mem::take(&mut self.penalized);
         if penalize {
@@ -147,16 +160,77 @@ impl Sampler {
         if let Some((w, prev)) = mark {
             w.bias(prev, &mut pen);
         }
-        let t = self.pick(&pen);
-        self.penalized = pen;
-        t
+        Some(pen)
+    }
+
+    /// The full distribution [`Sampler::sample_after`] draws from: probabilities over the
+    /// vocabulary, zero for tokens the truncations drop, one-hot when greedy. Speculative
+    /// decoding compares the draft's and the target's.
+    pub fn distribution(&mut self, logits: &[f32], context: &[u32]) -> Vec<f32> {
+        let adj = self.adjusted(logits, context);
+        let l = adj.as_deref().unwrap_or(logits);
+        let mut out = vec![0.0f32; l.len()];
+        if self.greedy() {
+            out[argmax(l) as usize] = 1.0;
+        } else {
+            let total = self.weigh(l);
+            for &(w, i) in &self.scratch {
+                out[i as usize] = w / total;
+            }
+        }
+        if let Some(a) = adj {
+            self.penalized = a;
+        }
+        out
+    }
+
+    /// Whether picking is greedy (no draws from the generator).
+    pub fn greedy(&self) -> bool {
+        self.params.temperature <= 0.0 || self.params.top_k == 1
+    }
+
+    /// A token drawn from `probs` (weights over the vocabulary; they need not sum to 1).
+    pub fn draw(&mut self, probs: &[f32]) -> u32 {
+        let total: f32 = probs.iter().sum();
+        let mut r = self.rng.random::<f32>() * total;
+        let mut last = 0;
+        for (i, &p) in probs.iter().enumerate() {
+            if p > 0.0 {
+                last = i;
+                r -= p;
+                if r <= 0.0 {
+                    return i as u32;
+                }
+            }
+        }
+        last as u32
+    }
+
+    /// A uniform draw in [0, 1) from this sampler's generator.
+    pub fn uniform(&mut self) -> f32 {
+        self.rng.random::<f32>()
     }
 
     fn pick(&mut self, logits: &[f32]) -> u32 {
-        let p = self.params;
-        if p.temperature <= 0.0 || p.top_k == 1 {
+        if self.greedy() {
             return argmax(logits);
         }
+        let total = self.weigh(logits);
+        let c = &self.scratch;
+        let mut r = self.rng.random::<f32>() * total;
+        for e in c.iter() {
+            r -= e.0;
+            if r <= 0.0 {
+                return e.1;
+            }
+        }
+        c[c.len() - 1].1
+    }
+
+    /// Fills `scratch` with the (weight, token) pairs that survive temperature, top-k,
+    /// top-p and min-p, most likely first; returns the weights' sum.
+    fn weigh(&mut self, logits: &[f32]) -> f32 {
+        let p = self.params;
         let c = &mut self.scratch;
         c.clear();
         c.extend(logits.iter().enumerate().map(|(i, &l)| (l, i as u32)));
@@ -193,14 +267,7 @@ impl Sampler {
                 total = c.iter().map(|e| e.0).sum();
             }
         }
-        let mut r = self.rng.random::<f32>() * total;
-        for e in c.iter() {
-            r -= e.0;
-            if r <= 0.0 {
-                return e.1;
-            }
-        }
-        c[c.len() - 1].1
+        total
     }
 }
 

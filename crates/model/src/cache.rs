@@ -47,6 +47,27 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Keeps the first `len` positions and forgets the rest (speculative decoding takes
+    /// back the drafted tokens the target rejected). The kept keys and values are copied
+    /// into fresh buffers.
+    pub fn truncate(&mut self, len: usize) -> Result<()> {
+        if len >= self.len {
+            return Ok(());
+        }
+        for l in &mut self.layers {
+            let (k, v) = match (l.k()?, l.v()?) {
+                (Some(k), Some(v)) => (k.narrow(1, 0, len)?, v.narrow(1, 0, len)?),
+                _ => continue,
+            };
+            l.reset();
+            if len > 0 {
+                l.append(&k.contiguous()?, &v.contiguous()?)?;
+            }
+        }
+        self.len = len;
+        Ok(())
+    }
+
     /// Forgets every position (the buffers are freed too).
     pub fn reset(&mut self) {
         self.layers.iter_mut().for_each(|l| l.reset());

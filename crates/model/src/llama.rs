@@ -188,6 +188,13 @@ impl Llama {
         self.logits(&last.contiguous()?)
     }
 
+    /// Feeds `ids` (1, T) after what `cache` holds and returns the logits of every one of
+    /// the T positions: (T, V). Speculative decoding verifies T drafted tokens this way.
+    pub fn forward_cached_all(&self, ids: &Tensor, cache: &mut KvCache) -> Result<Tensor> {
+        let h = self.hidden(ids, Some(cache))?; // (T, C)
+        self.logits(&h.contiguous()?)
+    }
+
     /// One decoding step for several sequences at once, each at its own position:
     /// `tokens[i]` follows what `caches[i]` holds. Returns next-token logits (B, V).
     ///
