@@ -70,6 +70,13 @@ pub struct GenerateArgs {
     /// Timed runs per batch size (the median is reported)
     #[arg(long, default_value_t = 3)]
     pub runs: usize,
+    /// A draft model (same tokenizer): also time speculative decoding at batch 1 against
+    /// the target alone, and report how many drafted tokens the target kept
+    #[arg(long, requires = "model")]
+    pub draft: Option<PathBuf>,
+    /// Tokens the draft proposes per round
+    #[arg(long, default_value_t = 4)]
+    pub draft_k: usize,
     #[arg(long, default_value = "cpu")]
     pub device: String,
 }
@@ -294,15 +301,77 @@ fn gen(a: GenerateArgs) -> Result<()> {
             1e3 * b as f64 / d
         );
     }
+    let spec = match &a.draft {
+        Some(dir) => {
+            // real text to continue, where the draft has a chance to guess right
+            let target_dir = a.model.as_ref().expect("--draft requires --model");
+            let tok = ferrochat_tokenizer::Tokenizer::load(target_dir)?;
+            let mut prompt = vec![tok.special().bos];
+            prompt.extend(tok.encode("The capital of France is")?);
+            Some(speculative(&model, dir, &prompt, &opts, &a, &device)?)
+        }
+        None => None,
+    };
     // the top-level figures are batch 1's, as before batch sizes were measured
     let first = |k: &str| rows.iter().find(|r| r["batch"] == 1).map(|r| r[k].clone());
     println!(
         "{}",
         serde_json::json!({"params": cfg.num_params(), "prompt_len": a.prompt_len,
-            "new_tokens": a.tokens, "runs": runs,
+            "new_tokens": a.tokens, "runs": runs, "speculative": spec,
             "prefill_tokens_per_sec": first("prefill_tokens_per_sec"),
             "decode_tokens_per_sec": first("decode_tokens_per_sec"),
             "batches": rows})
     );
     Ok(())
+}
+
+/// Speculative decoding with `draft_dir` against the target alone, batch 1, greedy: the
+/// same prompt and tokens, medians of `--runs` each.
+fn speculative(
+    target: &Llama,
+    draft_dir: &std::path::Path,
+    prompt: &[u32],
+    opts: &GenerateOptions,
+    a: &GenerateArgs,
+    device: &candle_core::Device,
+) -> Result<serde_json::Value> {
+    let (cfg, w) = checkpoint::load(draft_dir, device)?;
+    let draft = Llama::new(&cfg, &w, device)?;
+    let mut alone = Vec::new();
+    let mut spec = Vec::new();
+    let mut stats = ferrochat_engine::SpecStats::default();
+    let mut same = true;
+    for _ in 0..a.runs.max(1) + 1 {
+        let t = Instant::now();
+        let g = ferrochat_engine::generate(target, prompt, opts, |_| true)?;
+        alone.push(g.tokens.len() as f64 / t.elapsed().as_secs_f64());
+        let t = Instant::now();
+        let (s, st) = ferrochat_engine::generate_speculative(
+            target,
+            &draft,
+            prompt,
+            opts,
+            a.draft_k,
+            |_| true,
+        )?;
+        spec.push(s.tokens.len() as f64 / t.elapsed().as_secs_f64());
+        same &= s.tokens == g.tokens;
+        stats = st;
+    }
+    // the first of each is the warm-up
+    let (alone, spec) = (median(alone[1..].to_vec()), median(spec[1..].to_vec()));
+    println!(
+        "speculative decoding, draft {:.2}M parameters, k {}: {spec:.1} tokens/s against {alone:.1} alone ({:.2}x); \
+         {:.0}% of drafted tokens kept, {:.2} tokens per target pass; greedy output identical: {same}",
+        cfg.num_params() as f64 / 1e6,
+        a.draft_k,
+        spec / alone,
+        100.0 * stats.acceptance(),
+        stats.tokens_per_round(a.tokens),
+    );
+    Ok(
+        serde_json::json!({"draft_params": cfg.num_params(), "k": a.draft_k,
+        "tokens_per_sec": spec, "target_alone_tokens_per_sec": alone, "speedup": spec / alone,
+        "acceptance": stats.acceptance(), "identical": same}),
+    )
 }
