@@ -1,0 +1,145 @@
+//! Crash safety: `pretrain` and `sft` killed with SIGKILL at random moments, several times
+//! each, then resumed. After every kill the checkpoint on disk is whole (it loads and
+//! answers), and the run that finally completes ends with exactly the weights of a run
+//! that was never interrupted.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use common::{bin, run_ok, Small};
+use rand::{Rng, SeedableRng};
+
+fn logits(dir: &Path) -> String {
+    let o = run_ok(
+        bin()
+            .args(["logits", "--prompt", "Paris is", "--model"])
+            .arg(dir),
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
+/// Runs `stage(resume)` to the end once unbroken, then again killed `kills` times at
+/// random points and resumed; compares the two.
+fn survives_kills(
+    name: &str,
+    stage: impl Fn(&Path, bool) -> Command,
+    work: &Path,
+    kills: usize,
+    seed: u64,
+) {
+    let unbroken = work.join(format!("{name}_unbroken"));
+    let t = Instant::now();
+    run_ok(&mut stage(&unbroken, false));
+    let took = t.elapsed();
+    let broken = work.join(format!("{name}_broken"));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut whole_after = 0;
+    let mut interrupted = 0;
+    for i in 0..kills {
+        let resume = broken.join("meta.json").exists();
+        let mut child = stage(&broken, resume).spawn().unwrap();
+        // anywhere in the run, checkpoint writes included
+        let at = took.mul_f64(rng.random_range(0.15..0.85));
+        std::thread::sleep(at);
+        child.kill().unwrap(); // SIGKILL
+        let status = child.wait().unwrap();
+        if status.success() {
+            break; // it finished before the kill landed
+        }
+        interrupted += 1;
+        if broken.join("meta.json").exists() {
+            // whatever the moment, the folder is a complete checkpoint
+            let l = logits(&broken);
+            assert!(l.contains('['), "kill {i} of {name}: {l}");
+            whole_after += 1;
+        }
+    }
+    let resume = broken.join("meta.json").exists();
+    run_ok(&mut stage(&broken, resume));
+    assert_eq!(
+        logits(&broken),
+        logits(&unbroken),
+        "{name}: the run killed {kills} times and resumed differs from the unbroken one"
+    );
+    assert!(
+        interrupted >= 2,
+        "{name}: only {interrupted} kills interrupted the run"
+    );
+    assert!(whole_after > 0, "{name}: no kill landed after a checkpoint");
+}
+
+fn prepared(dir: &Path) -> PathBuf {
+    common::prepared(
+        dir,
+        &Small {
+            pretrain_mb: "0.3",
+            records: "60",
+            vocab: "512",
+            val_fraction: "0.05",
+        },
+    )
+}
+
+#[test]
+fn pretraining_and_fine_tuning_survive_sigkill_at_random_points() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared(tmp.path());
+    let pretrain = |out: &Path, resume: bool| {
+        let mut c = bin();
+        c.args([
+            "pretrain", "--quiet", "--preset", "tiny", "--seq", "64", "--batch", "8",
+        ])
+        .args([
+            "--steps",
+            "80",
+            "--checkpoint-every",
+            "7",
+            "--eval-every",
+            "0",
+            "--lr",
+            "4e-3",
+        ])
+        .arg("--data")
+        .arg(&data)
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    survives_kills("pretrain", pretrain, tmp.path(), 4, 11);
+
+    let base = tmp.path().join("pretrain_unbroken");
+    let dialogues = tmp.path().join("world/sft.jsonl");
+    let sft = |out: &Path, resume: bool| {
+        let mut c = bin();
+        c.args([
+            "sft",
+            "--quiet",
+            "--batch",
+            "4",
+            "--lr",
+            "3e-3",
+            "--eval-every",
+            "0",
+        ])
+        .args(["--steps", "40", "--checkpoint-every", "3"])
+        .arg("--base")
+        .arg(&base)
+        .arg("--data")
+        .arg(&dialogues)
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    survives_kills("sft", sft, tmp.path(), 4, 12);
+}
