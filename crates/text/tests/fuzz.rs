@@ -84,7 +84,7 @@ proptest! {
         let dir = tempfile::tempdir().unwrap();
         write_shards(dir.path());
         let file = if target == 0 { "manifest.json" } else { first_shard(dir.path()) };
-        let path = dir.path().join(&file);
+        let path = dir.path().join(file);
         let bytes = std::fs::read(&path).unwrap();
         std::fs::write(&path, mangle(&bytes, &edits)).unwrap();
         read_all(dir.path());
