@@ -61,10 +61,18 @@ impl Tokenizer {
                 reason: "file not found (train one with `ferrochat tokenizer train`)".into(),
             });
         }
-        let inner = tokenizers::Tokenizer::from_file(&file).map_err(|e| TokenizerError::Load {
+        let load = |reason: String| TokenizerError::Load {
             path: file.clone(),
-            reason: e.to_string(),
-        })?;
+            reason,
+        };
+        let text = std::fs::read_to_string(&file).map_err(|e| load(e.to_string()))?;
+        // the tokenizers library panics on some malformed files: check the JSON first,
+        // and turn a panic on valid JSON of the wrong shape into an error too
+        serde_json::from_str::<serde_json::Value>(&text)
+            .map_err(|e| load(format!("not valid JSON: {e}")))?;
+        let parsed = std::panic::catch_unwind(|| text.parse::<tokenizers::Tokenizer>())
+            .map_err(|_| load("not a tokenizer the tokenizers library can read".into()))?;
+        let inner = parsed.map_err(|e| load(e.to_string()))?;
         let special = SpecialTokens::resolve(&inner, &file)?;
         Ok(Self::assemble(inner, special))
     }
