@@ -387,6 +387,31 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("bad.jsonl:2: not JSON"), "{err}");
 
+    // speculative decoding: with a draft, greedy text is the model's own
+    let greedy = |extra: &[&str]| {
+        ok(bin()
+            .args([
+                "generate",
+                "--prompt",
+                "The capital of",
+                "--max-tokens",
+                "30",
+            ])
+            .args(["--temperature", "0", "--model"])
+            .arg(run.join("base"))
+            .args(extra))
+    };
+    let draft = run.join("base").to_string_lossy().into_owned();
+    assert_eq!(greedy(&["--draft", &draft, "--draft-k", "3"]), greedy(&[]));
+    let err = fails(
+        bin()
+            .args(["generate", "--prompt", "x", "--draft"])
+            .arg(tmp.path().join("nothing"))
+            .arg("--model")
+            .arg(run.join("base")),
+    );
+    assert!(err.contains("nothing"), "{err}");
+
     // the watermark: text written with a key is found with it and the tokenizer alone
     let write = |extra: &[&str]| {
         let text = ok(bin()
