@@ -72,38 +72,32 @@ impl Kind {
         }
     }
 
+    /// A whole choice: a chat message, or the completion's text.
     fn choice(self, index: usize, text: &str, finish: Option<&str>) -> Value {
-        match self {
-            Kind::Chat => json!({
-                "index": index,
-                "message": {"role": "assistant", "content": text},
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-            Kind::Text => json!({
-                "index": index,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-        }
+        let message = json!({"role": "assistant", "content": text});
+        self.shaped(index, "message", message, text, finish)
     }
 
+    /// A streamed piece of a choice: a chat delta, or the completion's new text.
     fn delta(self, index: usize, delta: Value, text: &str, finish: Option<&str>) -> Value {
+        self.shaped(index, "delta", delta, text, finish)
+    }
+
+    /// A choice object: chat carries `body` under `key`, text completion carries `text`.
+    fn shaped(
+        self,
+        index: usize,
+        key: &str,
+        body: Value,
+        text: &str,
+        finish: Option<&str>,
+    ) -> Value {
+        let mut v = json!({"index": index, "logprobs": null, "finish_reason": finish});
         match self {
-            Kind::Chat => json!({
-                "index": index,
-                "delta": delta,
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
-            Kind::Text => json!({
-                "index": index,
-                "text": text,
-                "logprobs": null,
-                "finish_reason": finish,
-            }),
+            Kind::Chat => v[key] = body,
+            Kind::Text => v["text"] = json!(text),
         }
+        v
     }
 }
 

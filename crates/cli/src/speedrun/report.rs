@@ -108,7 +108,7 @@ impl Report {
         }
         if let Some((name, r)) = &self.serve {
             s += &format!(
-                "\n## Serving\n\nThe best chat model ({name}) behind `ferrochat serve`'s OpenAI API on loopback:                  {} streaming requests from {} concurrent clients, {} tokens each, served one at a time and then                  with continuous batching (the server's default):\n\n```\n{}```\n\n                 Continuous batching serves {:.2}x the requests per second; the median time to the first token is {:.2}x.\n",
+                "\n## Serving\n\nThe best chat model ({name}) behind `ferrochat serve`'s OpenAI API on loopback: {} streaming requests from {} concurrent clients, {} tokens each, served one at a time and then with continuous batching (the server's default):\n\n```\n{}```\n\nContinuous batching serves {:.2}x the requests per second; the median time to the first token is {:.2}x.\n",
                 r["requests"], r["clients"], r["max_tokens"], crate::bench_serve::table(r),
                 r["speedup_requests_per_sec"].as_f64().unwrap_or(f64::NAN),
                 r["ttft_p50_ratio"].as_f64().unwrap_or(f64::NAN),
@@ -157,7 +157,7 @@ impl Report {
             s
         };
         if let Some(r) = &self.ppo {
-            s += &pg("PPO", "Against the reward model, one answer per prompt, value head and GAE, adaptive KL penalty:", r);
+            s += &pg("PPO", "Against the reward model, one answer per prompt, value head and GAE, a per-token KL penalty:", r);
         }
         if let Some(r) = &self.dpo {
             s += &format!(
