@@ -333,6 +333,38 @@ async function main() {
     check(await page.getByTestId('send').getAttribute('aria-label') === enSend, 'the page did not switch back to English');
   });
 
+  await step('an answer stored with markup in it is shown as text, never run', async () => {
+    const id = `xss${run}`.replace(/[^A-Za-z0-9_-]/g, '').slice(0, 60);
+    const evil = '<img src=x onerror="window.__xss=1"><script>window.__xss=2</script> **still bold**';
+    const status = await page.evaluate(async ({ id, evil }) => {
+      const r = await fetch(`/v1/conversations/${id}`, {
+        method: 'PUT',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ title: 'xss', model: 'chat', system: '', messages: [
+          { role: 'user', content: '<b>hi</b>' }, { role: 'assistant', content: evil }] }),
+      });
+      return r.status;
+    }, { id, evil });
+    check(status === 200, `PUT answered ${status}`);
+    await page.evaluate((id) => { location.hash = id; }, id);
+    const answer = page.locator('[data-testid="message"][data-role="assistant"]').last();
+    await answer.waitFor();
+    await page.waitForFunction(() => document.body.innerText.includes('onerror'));
+    const found = await page.evaluate(() => ({
+      xss: window.__xss,
+      imgs: document.querySelectorAll('#messages img, [data-testid="message"] img').length,
+      scripts: document.querySelectorAll('[data-testid="message"] script').length,
+      bold: [...document.querySelectorAll('[data-testid="message"] strong')].some((e) => e.textContent === 'still bold'),
+      userBold: [...document.querySelectorAll('[data-testid="message"][data-role="user"] b')].length,
+    }));
+    check(found.xss === undefined, `the injected script ran (window.__xss = ${found.xss})`);
+    check(found.imgs === 0 && found.scripts === 0, `markup became elements: ${JSON.stringify(found)}`);
+    check(found.userBold === 0, 'the user\'s markup became an element');
+    check(found.bold, 'markdown around it was not rendered');
+    await page.getByTestId('new-chat').click();
+    return 'the tags show as text, no element, nothing ran';
+  });
+
   await step('delete a conversation', async () => {
     await page.getByTestId('new-chat').click();
     await send(`To be deleted ${run}`);
