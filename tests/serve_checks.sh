@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `ferrochat serve` against real outside clients on loopback: the official `openai` Python
-# client (from PyPI; with a 32-client streaming load) and Debian's Chromium driving the
-# chat page through playwright-core (from npm). Each installs itself on first use; one
+# client (from PyPI; with a 32-client streaming load), a 20-second soak of 64 clients
+# (hang-ups mid-stream, ratings, memory measured), and Debian's Chromium driving the chat
+# page through playwright-core (from npm). Each installs itself on first use; one
 # that cannot be installed is skipped with a loud message.
 #   tests/serve_checks.sh target/debug/ferrochat
 set -euo pipefail
@@ -36,11 +37,14 @@ start_server() {
 }
 
 source scripts/pyenv.sh
-if ensure_pyenv openai; then
+if ensure_pyenv openai httpx; then
   start_server keyed --db "$WORK/keyed.db" --api-key sk-check
   "$PYENV/bin/python" tests/interop/openai_client.py --base-url "http://$ADDR" --api-key sk-check
+  start_server soak --db "$WORK/soak.db"
+  "$PYENV/bin/python" tests/interop/soak.py --base-url "http://$ADDR" --pid "${PIDS[-1]}" \
+    --db "$WORK/soak.db" --clients 64 --seconds 20
 else
-  echo "!!! SKIPPED: could not install the openai client from PyPI; the OpenAI client check did not run !!!" >&2
+  echo "!!! SKIPPED: could not install the openai client and httpx from PyPI; the OpenAI client check and the soak did not run !!!" >&2
 fi
 
 browser_ready() {
