@@ -2,7 +2,8 @@
 # `ferrochat serve` against real outside clients on loopback: the official `openai` Python
 # client (from PyPI; with a 32-client streaming load), a 20-second soak of 64 clients
 # (hang-ups mid-stream, ratings, memory measured), and Debian's Chromium driving the chat
-# page through playwright-core (from npm). Each installs itself on first use; one
+# page through playwright-core (from npm), and schemathesis (from PyPI) fuzzing the API from
+# its own openapi.json. Each installs itself on first use; one
 # that cannot be installed is skipped with a loud message.
 #   tests/serve_checks.sh target/debug/ferrochat
 set -euo pipefail
@@ -45,6 +46,16 @@ if ensure_pyenv openai httpx; then
     --db "$WORK/soak.db" --clients 64 --seconds 20
 else
   echo "!!! SKIPPED: could not install the openai client and httpx from PyPI; the OpenAI client check and the soak did not run !!!" >&2
+fi
+
+if ensure_pyenv schemathesis; then
+  # the API fuzzed from its own description: no input may cause a server error, and every
+  # answer must match the documented shapes (a fixed seed keeps runs comparable)
+  start_server fuzz --db "$WORK/fuzz.db"
+  "$PYENV/bin/schemathesis" run "http://$ADDR/openapi.json" --seed 1 -n 30 --request-timeout 30 \
+    -c not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance
+else
+  echo "!!! SKIPPED: could not install schemathesis from PyPI; the API fuzzing did not run !!!" >&2
 fi
 
 browser_ready() {

@@ -40,6 +40,8 @@ pub use store::Store;
 const INDEX_HTML: &str = include_str!("../assets/index.html");
 const APP_JS: &str = include_str!("../assets/app.js");
 const STYLE_CSS: &str = include_str!("../assets/style.css");
+/// The API's description (OpenAPI 3.0), served at `/openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../assets/openapi.json");
 
 /// Every route over `state`.
 pub fn app(state: Arc<AppState>) -> Router {
@@ -71,6 +73,10 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route(
             "/assets/style.css",
             get(|| async { page(STYLE_CSS, "text/css; charset=utf-8") }),
+        )
+        .route(
+            "/openapi.json",
+            get(|| async { page(OPENAPI_JSON, "application/json") }),
         )
         .route("/health", get(health))
         .route("/metrics", get(metrics))

@@ -154,20 +154,21 @@ fn unsupported(param: &str, why: &str) -> ApiError {
 impl SamplingIn {
     /// Checks every field against its range and the server's limits.
     pub fn check(&self, limits: &Limits) -> ApiResult<GenParams> {
-        let temperature = self.temperature.unwrap_or(1.0);
+        // checked as the engine will see them (f32): 1e-300 is positive in f64 but 0 in f32
+        let temperature = self.temperature.unwrap_or(1.0) as f32;
         range(
             "temperature",
             (0.0..=2.0).contains(&temperature),
             "between 0 and 2",
             temperature,
         )?;
-        let top_p = self.top_p.unwrap_or(1.0);
+        let top_p = self.top_p.unwrap_or(1.0) as f32;
         range("top_p", top_p > 0.0 && top_p <= 1.0, "in (0, 1]", top_p)?;
         let top_k = self.top_k.unwrap_or(0);
         range("top_k", top_k >= 0, "0 (no limit) or more", top_k)?;
-        let min_p = self.min_p.unwrap_or(0.0);
+        let min_p = self.min_p.unwrap_or(0.0) as f32;
         range("min_p", (0.0..1.0).contains(&min_p), "in [0, 1)", min_p)?;
-        let rep = self.repetition_penalty.unwrap_or(1.0);
+        let rep = self.repetition_penalty.unwrap_or(1.0) as f32;
         range(
             "repetition_penalty",
             rep > 0.0 && rep <= 10.0,
@@ -255,16 +256,19 @@ impl SamplingIn {
                 ));
             }
         }
+        let sampling = SamplingParams {
+            temperature,
+            top_k: top_k as usize,
+            top_p,
+            min_p,
+            repetition_penalty: rep,
+        };
+        // whatever slipped past the checks above is still a bad request, not a failure
+        sampling.validate().map_err(ApiError::invalid)?;
         Ok(GenParams {
             n: n as usize,
             max_tokens,
-            sampling: SamplingParams {
-                temperature: temperature as f32,
-                top_k: top_k as usize,
-                top_p: top_p as f32,
-                min_p: min_p as f32,
-                repetition_penalty: rep as f32,
-            },
+            sampling,
             seed,
             stops,
             ignore_eos: self.ignore_eos.unwrap_or(false),

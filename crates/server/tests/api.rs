@@ -515,6 +515,7 @@ async fn bad_requests_get_the_right_status_and_a_message() {
         ("temperature type", Body::from(with("temperature", json!("hot")).to_string()), 400, "invalid JSON"),
         ("top_p 0", Body::from(with("top_p", json!(0)).to_string()), 400, "top_p must be"),
         ("top_p 2", Body::from(with("top_p", json!(2)).to_string()), 400, "top_p must be"),
+        ("top_p 0 in f32", Body::from(with("top_p", json!(1e-300)).to_string()), 400, "top_p must be"),
         ("n 0", Body::from(with("n", json!(0)).to_string()), 400, "n must be"),
         ("n 100", Body::from(with("n", json!(100)).to_string()), 400, "n must be"),
         ("max_tokens 0", Body::from(with("max_tokens", json!(0)).to_string()), 400, "max_tokens must be"),
