@@ -75,6 +75,27 @@ def main():
                 print(f"{tag:6} {prompt!r}: {len(ids)} tokens, max |logit diff| = {diff:.2e}")
                 if not diff < 1e-4:
                     failures.append(f"{tag} logits differ by {diff} for {prompt!r}")
+        # export hf: a clean folder that transformers loads, with a generation config whose
+        # end of turn is our <|end|>, and the same logits
+        from transformers import GenerationConfig
+        exported = os.path.join(w, "exported")
+        run([fc, "export", "hf", "--model", model, "--output", exported])
+        left = sorted(os.listdir(exported))
+        if any(f.startswith("trainer") or f == "meta.json" for f in left):
+            failures.append(f"export left training state: {left}")
+        gc = GenerationConfig.from_pretrained(exported)
+        end = hf_tok.token_to_id("<|end|>")
+        if gc.eos_token_id not in (end, [end]):
+            failures.append(f"generation_config eos {gc.eos_token_id}, expected {end}")
+        ex = LlamaForCausalLM.from_pretrained(exported, torch_dtype=torch.float32).eval()
+        with torch.no_grad():
+            probe = torch.tensor([hf_tok.encode("Paris is", add_special_tokens=False).ids])
+            d = (ex(probe).logits - hf(probe).logits).abs().max().item()
+            greedy = ex.generate(probe, max_new_tokens=4, do_sample=False, generation_config=gc)
+        if d != 0.0 or greedy.shape[1] < probe.shape[1] + 1:
+            failures.append(f"exported model differs (max diff {d}) or does not generate")
+        else:
+            print(f"export hf: {left}, generation config eos {gc.eos_token_id}, logits identical")
         msgs = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
         rendered = auto_tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
         want = "<|bos|><|user|>Hi<|end|><|assistant|>Hello<|end|><|assistant|>"

@@ -8,6 +8,7 @@ mod data;
 mod detect;
 mod dpo;
 mod eval;
+mod export;
 mod generate;
 mod logits;
 mod pretrain;
@@ -79,6 +80,9 @@ enum Command {
     Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
     Logits(logits::Args),
+    /// Write a checkpoint out for other tools (`export hf`: a clean Hugging Face folder)
+    #[command(subcommand)]
+    Export(export::Command),
     /// Rebuild a run folder's report.md and plots from its metrics files
     Report(report::Args),
     /// Measure training and generation speed
@@ -126,6 +130,7 @@ fn main() {
             dpo::run(a).map(|()| report::refresh(&out))
         }
         Command::Report(a) => report::run(a),
+        Command::Export(c) => export::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),

@@ -387,6 +387,32 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("bad.jsonl:2: not JSON"), "{err}");
 
+    // export hf: a clean folder with a generation config; never over another folder
+    let exported = tmp.path().join("hf");
+    ok(bin()
+        .args(["export", "hf", "--model"])
+        .arg(run.join("chat"))
+        .arg("--output")
+        .arg(&exported));
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "generation_config.json",
+    ] {
+        assert!(exported.join(f).exists(), "{f} missing from the export");
+    }
+    assert!(!exported.join("trainer.json").exists());
+    let err = fails(
+        bin()
+            .args(["export", "hf", "--model"])
+            .arg(run.join("chat"))
+            .arg("--output")
+            .arg(&exported),
+    );
+    assert!(err.contains("not empty"), "{err}");
+
     // speculative decoding: with a draft, greedy text is the model's own
     let greedy = |extra: &[&str]| {
         ok(bin()
