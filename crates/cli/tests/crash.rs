@@ -5,11 +5,11 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{bin, run_ok, Small};
+use common::{bin, run_ok};
 use rand::{Rng, SeedableRng};
 
 fn logits(dir: &Path) -> String {
@@ -71,22 +71,10 @@ fn survives_kills(
     assert!(whole_after > 0, "{name}: no kill landed after a checkpoint");
 }
 
-fn prepared(dir: &Path) -> PathBuf {
-    common::prepared(
-        dir,
-        &Small {
-            pretrain_mb: "0.3",
-            records: "60",
-            vocab: "512",
-            val_fraction: "0.05",
-        },
-    )
-}
-
 #[test]
 fn pretraining_and_fine_tuning_survive_sigkill_at_random_points() {
     let tmp = tempfile::tempdir().unwrap();
-    let data = prepared(tmp.path());
+    let data = common::prepared(tmp.path(), &common::SMALL);
     let pretrain = |out: &Path, resume: bool| {
         let mut c = bin();
         c.args([

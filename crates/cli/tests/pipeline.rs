@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::{bin, Small};
+use common::bin;
 
 fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&common::run_ok(cmd).stdout).into_owned()
@@ -28,13 +28,7 @@ fn fails(cmd: &mut Command) -> String {
 
 /// A small world, a tokenizer and shards.
 fn prepared(dir: &Path) -> PathBuf {
-    let sizes = Small {
-        pretrain_mb: "0.3",
-        records: "60",
-        vocab: "512",
-        val_fraction: "0.05",
-    };
-    common::prepared(dir, &sizes)
+    common::prepared(dir, &common::SMALL)
 }
 
 fn pretrain(data: &Path, out: &Path, steps: u32) -> Command {

@@ -21,6 +21,14 @@ pub fn run_ok(cmd: &mut Command) -> Output {
     out
 }
 
+/// A small world: 0.3 MB of prose, 60 dialogues and comparisons, 512 tokens.
+pub const SMALL: Small = Small {
+    pretrain_mb: "0.3",
+    records: "60",
+    vocab: "512",
+    val_fraction: "0.05",
+};
+
 /// Sizes of a prepared world.
 pub struct Small {
     pub pretrain_mb: &'static str,
