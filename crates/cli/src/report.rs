@@ -42,7 +42,12 @@ pub fn refresh(output: &Path) {
         Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    if let Err(e) = write(&run) {
+    update(&run);
+}
+
+/// Rebuilds the report of `run`; a failure is a warning.
+pub fn update(run: &Path) {
+    if let Err(e) = write(run) {
         eprintln!("warning: the report was not updated: {e:#}");
     }
 }

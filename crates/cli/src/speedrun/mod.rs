@@ -110,6 +110,8 @@ pub fn run(a: Args) -> Result<()> {
     let summary = crate::pretrain::train(&p.pretrain)?;
     report.pretrain = Some(summary);
     report.times.push(("pretrain", t.elapsed().as_secs_f64()));
+    // the report card grows as the stages finish (an interrupted run still has one)
+    crate::report::update(&out);
 
     stage(a.quiet, "samples");
     let base = out.join("base");
@@ -147,6 +149,7 @@ pub fn run(a: Args) -> Result<()> {
     let t = Instant::now();
     report.sft = Some(crate::sft::train(&p.sft)?);
     report.times.push(("sft", t.elapsed().as_secs_f64()));
+    crate::report::update(&out);
 
     stage(a.quiet, "eval (chat model)");
     let t = Instant::now();
@@ -163,21 +166,25 @@ pub fn run(a: Args) -> Result<()> {
     report
         .times
         .push(("reward model", t.elapsed().as_secs_f64()));
+    crate::report::update(&out);
 
     stage(a.quiet, "ppo");
     let t = Instant::now();
     report.ppo = Some(crate::rl::train_ppo(&p.ppo)?);
     report.times.push(("ppo", t.elapsed().as_secs_f64()));
+    crate::report::update(&out);
 
     stage(a.quiet, "dpo");
     let t = Instant::now();
     report.dpo = Some(crate::dpo::train(&p.dpo)?);
     report.times.push(("dpo", t.elapsed().as_secs_f64()));
+    crate::report::update(&out);
 
     stage(a.quiet, "grpo");
     let t = Instant::now();
     report.grpo = Some(crate::rl::train_grpo(&p.grpo)?);
     report.times.push(("grpo", t.elapsed().as_secs_f64()));
+    crate::report::update(&out);
 
     stage(a.quiet, "eval (aligned models)");
     let t = Instant::now();
