@@ -42,7 +42,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, SFT, reward model, PPO, DPO, GRPO, judged evals
+    /// The whole pipeline on the built-in data: world, tokenizer, shards, pretraining, SFT, reward model, PPO, DPO, GRPO, judged evals, serving, the report
     Speedrun(speedrun::Args),
     /// Generate the built-in bilingual world (pretraining text, dialogues, comparisons, held-out prompts)
     #[command(subcommand)]
@@ -85,7 +85,7 @@ enum Command {
     Export(export::Command),
     /// Rebuild a run folder's report.md and plots from its metrics files
     Report(report::Args),
-    /// Measure training and generation speed
+    /// Measure speed: training, generation (and speculative decoding), serving, and watermark detection
     #[command(subcommand)]
     Bench(bench::Command),
 }
