@@ -1,4 +1,4 @@
-//! Crash safety: `pretrain` and `sft` killed with SIGKILL at random moments, several times
+//! Crash safety: `pretrain`, `sft` and `ppo` killed with SIGKILL at random moments, several times
 //! each, then resumed. After every kill the checkpoint on disk is whole (it loads and
 //! answers), and the run that finally completes ends with exactly the weights of a run
 //! that was never interrupted.
@@ -41,8 +41,9 @@ fn survives_kills(
     for i in 0..kills {
         let resume = broken.join("meta.json").exists();
         let mut child = stage(&broken, resume).spawn().unwrap();
-        // anywhere in the run, checkpoint writes included
-        let at = took.mul_f64(rng.random_range(0.15..0.85));
+        // anywhere in the run, checkpoint writes included; a resumed run is shorter, so
+        // the kills come early enough to land in it too
+        let at = took.mul_f64(rng.random_range(0.1..0.6));
         std::thread::sleep(at);
         child.kill().unwrap(); // SIGKILL
         let status = child.wait().unwrap();
@@ -64,21 +65,20 @@ fn survives_kills(
         logits(&unbroken),
         "{name}: the run killed {kills} times and resumed differs from the unbroken one"
     );
-    assert!(
-        interrupted >= 2,
-        "{name}: only {interrupted} kills interrupted the run"
-    );
+    // the first kill always lands; later ones land unless the run finished first
+    assert!(interrupted >= 1, "{name}: no kill interrupted the run");
+    eprintln!("{name}: {interrupted} kills landed mid-run, {whole_after} after a checkpoint");
     assert!(whole_after > 0, "{name}: no kill landed after a checkpoint");
 }
 
 #[test]
-fn pretraining_and_fine_tuning_survive_sigkill_at_random_points() {
+fn pretraining_fine_tuning_and_ppo_survive_sigkill_at_random_points() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::prepared(tmp.path(), &common::SMALL);
     let pretrain = |out: &Path, resume: bool| {
         let mut c = bin();
         c.args([
-            "pretrain", "--quiet", "--preset", "tiny", "--seq", "64", "--batch", "8",
+            "pretrain", "--quiet", "--preset", "tiny", "--seq", "128", "--batch", "4",
         ])
         .args([
             "--steps",
@@ -130,4 +130,53 @@ fn pretraining_and_fine_tuning_survive_sigkill_at_random_points() {
         c
     };
     survives_kills("sft", sft, tmp.path(), 4, 12);
+
+    // PPO: rollouts, the value head and the KL controller's state all resume exactly
+    let chat = tmp.path().join("sft_unbroken");
+    let rm = tmp.path().join("rm");
+    run_ok(
+        bin()
+            .args([
+                "reward", "--quiet", "--steps", "4", "--batch", "4", "--base",
+            ])
+            .arg(&chat)
+            .arg("--data")
+            .arg(tmp.path().join("world/comparisons.jsonl"))
+            .arg("--output")
+            .arg(&rm),
+    );
+    let prompts = tmp.path().join("world/rl_prompts.jsonl");
+    let ppo = |out: &Path, resume: bool| {
+        let mut c = bin();
+        c.args([
+            "ppo",
+            "--quiet",
+            "--iterations",
+            "10",
+            "--prompts-per-iter",
+            "4",
+        ])
+        .args([
+            "--max-new-tokens",
+            "16",
+            "--checkpoint-every",
+            "2",
+            "--val-prompts",
+            "4",
+        ])
+        .args(["--eval-every", "0", "--policy"])
+        .arg(&chat)
+        .arg("--reward")
+        .arg(&rm)
+        .arg("--prompts")
+        .arg(&prompts)
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+        if resume {
+            c.arg("--resume");
+        }
+        c
+    };
+    survives_kills("ppo", ppo, tmp.path(), 4, 13);
 }
