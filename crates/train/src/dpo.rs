@@ -146,20 +146,7 @@ fn evaluate(
     Ok(DpoEval {
         pairs: margins.len(),
         loss: loss / n,
-        // a tie is a coin flip: half right
-        accuracy: margins
-            .iter()
-            .map(|&m| {
-                if m > 0.0 {
-                    1.0
-                } else if m == 0.0 {
-                    0.5
-                } else {
-                    0.0
-                }
-            })
-            .sum::<f64>()
-            / n,
+        accuracy: crate::pref::pairwise_accuracy(margins.iter().map(|&m| m as f64)),
         margin: margins.iter().map(|&m| m as f64).sum::<f64>() / n,
     })
 }

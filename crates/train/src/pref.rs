@@ -159,6 +159,24 @@ pub fn neg_log_sigmoid(x: &Tensor) -> Result<Tensor> {
     Ok((x.neg()?.relu()? + soft)?)
 }
 
+/// The share of pairs a model orders right from their margins `score(chosen) -
+/// score(rejected)`: a positive margin is right, a tie is a coin flip (half right);
+/// 0 for no pairs.
+pub fn pairwise_accuracy(margins: impl IntoIterator<Item = f64>) -> f64 {
+    let (mut right, mut n) = (0.0, 0usize);
+    for m in margins {
+        right += if m > 0.0 {
+            1.0
+        } else if m == 0.0 {
+            0.5
+        } else {
+            0.0
+        };
+        n += 1;
+    }
+    right / n.max(1) as f64
+}
+
 /// The ranking loss over groups whose answers' scores sit in `scores` (N) in group order:
 /// `-log σ(r_better - r_worse)` averaged over each group's C(K, 2) pairs, then over groups
 /// (InstructGPT: a ranked list counts once, however many pairs it gives). Returns the
@@ -211,6 +229,12 @@ pub fn dpo_loss(
 mod tests {
     use super::*;
     use ferrochat_text::Message;
+
+    #[test]
+    fn pairwise_accuracy_counts_a_tie_as_half() {
+        assert_eq!(pairwise_accuracy([1.0, 0.0, -1.0, 2.0]), 0.625);
+        assert_eq!(pairwise_accuracy(std::iter::empty()), 0.0);
+    }
 
     fn t(v: &[f32]) -> Tensor {
         Tensor::new(v, &Device::Cpu).unwrap()

@@ -334,20 +334,7 @@ fn summarise(margins: &[f64], chosen: f64, rejected: f64) -> RmEval {
         return RmEval::default();
     }
     let sig = |x: f64| 1.0 / (1.0 + (-x).exp());
-    // a tie is a coin flip: half right
-    let accuracy = margins
-        .iter()
-        .map(|&m| {
-            if m > 0.0 {
-                1.0
-            } else if m == 0.0 {
-                0.5
-            } else {
-                0.0
-            }
-        })
-        .sum::<f64>()
-        / n as f64;
+    let accuracy = crate::pref::pairwise_accuracy(margins.iter().copied());
     let loss = margins
         .iter()
         .map(|&m| (-m).max(0.0) + (1.0 + (-m.abs()).exp()).ln())
