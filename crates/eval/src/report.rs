@@ -74,35 +74,6 @@ fn read_json(path: &Path) -> Result<Value> {
         .map_err(|e| EvalError::Input(format!("{} is not valid JSON: {e}", path.display())))
 }
 
-/// Parameters from a checkpoint's config.json (embeddings counted once when tied).
-fn params(cfg: &Value) -> u64 {
-    let g = |k: &str| cfg[k].as_u64().unwrap_or(0);
-    let (v, h, i, l) = (
-        g("vocab_size"),
-        g("hidden_size"),
-        g("intermediate_size"),
-        g("num_hidden_layers"),
-    );
-    let heads = g("num_attention_heads").max(1);
-    let kv = cfg["num_key_value_heads"].as_u64().unwrap_or(heads);
-    let d = cfg["head_dim"].as_u64().unwrap_or(h / heads);
-    let attn = h * heads * d * 2 + h * kv * d * 2;
-    let per_layer = attn + 3 * h * i + 2 * h;
-    let tied = cfg["tie_word_embeddings"].as_bool().unwrap_or(true);
-    let classifier = cfg["architectures"]
-        .get(0)
-        .and_then(Value::as_str)
-        .is_some_and(|a| a.contains("SequenceClassification"));
-    let head = if classifier {
-        h
-    } else if tied {
-        0
-    } else {
-        v * h
-    };
-    v * h + l * per_layer + h + head
-}
-
 /// Reads every stage folder of `run` that has a `meta.json` and a `metrics.jsonl`.
 pub fn load_stages(run: &Path) -> Result<Vec<StageRecord>> {
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(run)
@@ -123,7 +94,10 @@ pub fn load_stages(run: &Path) -> Result<Vec<StageRecord>> {
     let mut out = Vec::new();
     for dir in dirs {
         let meta = read_json(&dir.join("meta.json"))?;
-        let cfg = read_json(&dir.join("config.json")).unwrap_or(Value::Null);
+        // a folder without a readable config counts no parameters (and no FLOPs)
+        let params = ferrochat_model::checkpoint::load_config(&dir)
+            .map(|c| c.num_params() as u64)
+            .unwrap_or(0);
         let file = dir.join("metrics.jsonl");
         let text = std::fs::read_to_string(&file)
             .map_err(|e| EvalError::Input(format!("cannot read {}: {e}", file.display())))?;
@@ -155,7 +129,7 @@ pub fn load_stages(run: &Path) -> Result<Vec<StageRecord>> {
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default(),
             stage: meta["stage"].as_str().unwrap_or("?").to_string(),
-            params: params(&cfg),
+            params,
             steps: steps.into_values().collect(),
             evals: evals.into_values().collect(),
         });
