@@ -2,15 +2,24 @@
 # The test command: formatting, lints, every Rust test, then the interoperability
 # checks against real outside clients (Hugging Face transformers, the openai client, a
 # browser), which install themselves (PyPI into target/pyenv, Debian's chromium,
-# playwright-core from npm).
+# playwright-core from npm). Open MPI comes from Debian's packages for the data-parallel
+# tests (the `mpi` feature).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== Open MPI, for the data-parallel tests"
+source scripts/mpi.sh
+FEATURES=()
+if ensure_mpi; then
+  FEATURES=(--features ferrochat-cli/mpi)
+else
+  echo "!!! SKIPPED: could not install Open MPI; the data-parallel tests will not run !!!" >&2
+fi
 echo "== cargo clippy"
-cargo clippy --workspace --all-targets -q -- -D warnings
+cargo clippy --workspace --all-targets "${FEATURES[@]}" -q -- -D warnings
 echo "== PostgreSQL on loopback, for the feedback store's tests"
 source scripts/postgres.sh
 trap stop_postgres EXIT
@@ -20,9 +29,9 @@ else
   echo "!!! SKIPPED: could not install or start PostgreSQL; the store's PostgreSQL tests will not run !!!" >&2
 fi
 echo "== cargo test"
-cargo test --workspace -q
+cargo test --workspace "${FEATURES[@]}" -q
 echo "== interop: Hugging Face transformers"
-cargo build -q -p ferrochat-cli
+cargo build -q -p ferrochat-cli "${FEATURES[@]}"
 source scripts/pyenv.sh
 if ensure_pyenv torch transformers; then
   "$PYENV/bin/python" tests/interop/hf_parity.py --ferrochat target/debug/ferrochat

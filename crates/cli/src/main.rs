@@ -100,6 +100,15 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
+    if !matches!(cli.command, Command::Pretrain(_) | Command::Sft(_)) {
+        if let Some((_, n)) = ferrochat_train::dist::launched().filter(|(_, n)| *n > 1) {
+            eprintln!(
+                "error: started by an MPI launcher with {n} processes, but only `pretrain` and \
+                 `sft` train data-parallel: run this command as one process"
+            );
+            std::process::exit(2);
+        }
+    }
     let result = match cli.command {
         Command::Speedrun(a) => speedrun::run(a),
         Command::World(c) => world::run(c),
@@ -107,11 +116,11 @@ fn main() {
         Command::Data(c) => data::run(c),
         Command::Pretrain(a) => {
             let out = a.output.clone();
-            pretrain::run(a).map(|()| report::refresh(&out))
+            data_parallel(a.world_size, || pretrain::run(a), &out)
         }
         Command::Sft(a) => {
             let out = a.output.clone();
-            sft::run(a).map(|()| report::refresh(&out))
+            data_parallel(a.world_size, || sft::run(a), &out)
         }
         Command::Reward(c) => {
             let out = c.sub.is_none().then(|| c.train.output.clone()).flatten();
@@ -144,4 +153,19 @@ fn main() {
         eprintln!("error: {e:#}");
         std::process::exit(1);
     }
+}
+
+/// Runs a training command in the data-parallel world the launcher started (one process
+/// when none did); rank 0 refreshes the run's report.
+fn data_parallel(
+    world_size: Option<usize>,
+    train: impl FnOnce() -> anyhow::Result<()>,
+    out: &std::path::Path,
+) -> anyhow::Result<()> {
+    let _world = ferrochat_train::dist::init(world_size).map_err(anyhow::Error::msg)?;
+    train()?;
+    if ferrochat_train::dist::world().is_main() {
+        report::refresh(out);
+    }
+    Ok(())
 }

@@ -6,7 +6,10 @@ use anyhow::{Context, Result};
 use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
 use ferrochat_model::Llama;
 use ferrochat_tokenizer::Tokenizer;
-use ferrochat_train::{ConsoleHooks, PretrainOptions, PretrainSummary, ScheduleKind};
+use ferrochat_train::dist;
+use ferrochat_train::{
+    ConsoleHooks, Hooks, PretrainOptions, PretrainSummary, ScheduleKind, Silent,
+};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -70,6 +73,10 @@ pub struct Args {
     /// Continue from the checkpoint in --output
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel processes (started by `mpirun -np N`; needs the `mpi` build): each
+    /// trains on --batch rows of every step, so the global batch is N times larger
+    #[arg(long)]
+    pub world_size: Option<usize>,
     /// No progress bar: JSON lines of metrics on stdout
     #[arg(long)]
     pub quiet: bool,
@@ -104,7 +111,7 @@ impl Args {
 
 pub fn run(a: Args) -> Result<()> {
     let s = train(&a)?;
-    if !a.quiet {
+    if !a.quiet && dist::world().is_main() {
         println!(
             "{} steps, {} tokens in {:.0}s ({:.0} tokens/s); val loss {:.3} (unigram baseline {:.3}), {:.3} bits/byte",
             s.steps, s.tokens, s.elapsed_secs, s.tokens_per_sec, s.val_loss, s.unigram_loss, s.val_bpb
@@ -120,8 +127,16 @@ pub fn train(a: &Args) -> Result<PretrainSummary> {
     std::fs::create_dir_all(&a.output)
         .with_context(|| format!("creating {}", a.output.display()))?;
     let prompt = a.sample_prompt.clone();
-    let mut hooks = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
+    let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
         .with_sampler(|m: &Llama, step| sample(m, &tok, &prompt, step).ok());
+    // one voice: rank 0 logs and writes metrics, the other ranks of a data-parallel run
+    // stay silent
+    let mut silent = Silent;
+    let hooks: &mut dyn Hooks = if dist::world().is_main() {
+        &mut console
+    } else {
+        &mut silent
+    };
     let s = ferrochat_train::pretrain(
         &a.options(),
         &a.data,
@@ -129,7 +144,7 @@ pub fn train(a: &Args) -> Result<PretrainSummary> {
         &a.output,
         a.resume,
         &device,
-        &mut hooks,
+        hooks,
     )?;
     Ok(s)
 }

@@ -17,9 +17,11 @@ use ferrochat_tokenizer::Tokenizer;
 ///   every time, so that churn (page faults, zeroing) costs a large share of a small
 ///   step. Serving every size from the heap and never trimming it keeps them warm.
 pub fn tune() {
+    // data-parallel ranks started on one machine share its cores
     let n = std::thread::available_parallelism()
         .map(|n| n.get())
-        .unwrap_or(1);
+        .unwrap_or(1)
+        .div_ceil(ferrochat_train::dist::local_size());
     for var in ["RAYON_NUM_THREADS", "CANDLE_NUM_THREADS"] {
         if std::env::var_os(var).is_none() {
             std::env::set_var(var, n.to_string());

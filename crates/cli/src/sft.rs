@@ -7,7 +7,8 @@ use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
 use ferrochat_model::Llama;
 use ferrochat_text::{read_conversations, Conversation, Message};
 use ferrochat_tokenizer::Tokenizer;
-use ferrochat_train::{ConsoleHooks, ScheduleKind, SftOptions, SftSummary};
+use ferrochat_train::dist;
+use ferrochat_train::{ConsoleHooks, Hooks, ScheduleKind, SftOptions, SftSummary, Silent};
 
 use crate::records::BadRecords;
 
@@ -82,6 +83,10 @@ pub struct Args {
     /// Continue from the checkpoint in --output
     #[arg(long)]
     pub resume: bool,
+    /// Data-parallel processes (started by `mpirun -np N`; needs the `mpi` build): each
+    /// trains on --batch rows of every step, so the global batch is N times larger
+    #[arg(long)]
+    pub world_size: Option<usize>,
     /// No progress bar: JSON lines of metrics on stdout
     #[arg(long)]
     pub quiet: bool,
@@ -117,7 +122,7 @@ impl Args {
 
 pub fn run(a: Args) -> Result<()> {
     let s = train(&a)?;
-    if !a.quiet {
+    if !a.quiet && dist::world().is_main() {
         println!(
             "{} steps, {} tokens in {:.0}s ({:.0} tokens/s); answer loss on validation dialogues {:.3} -> {:.3}",
             s.steps, s.tokens, s.elapsed_secs, s.tokens_per_sec, s.val_loss_before, s.val_loss
@@ -146,8 +151,16 @@ pub fn train(a: &Args) -> Result<SftSummary> {
         .with_context(|| format!("creating {}", a.output.display()))?;
     let tok = Tokenizer::load(&ferrochat_model::checkpoint::resolve(&a.base)?)?;
     let prompt = a.sample_prompt.clone();
-    let mut hooks = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
+    let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
         .with_sampler(|m: &Llama, step| answer(m, &tok, &prompt, step).ok());
+    // one voice: rank 0 logs and writes metrics, the other ranks of a data-parallel run
+    // stay silent
+    let mut silent = Silent;
+    let hooks: &mut dyn Hooks = if dist::world().is_main() {
+        &mut console
+    } else {
+        &mut silent
+    };
     Ok(ferrochat_train::sft(
         &a.options(),
         &a.base,
@@ -158,7 +171,7 @@ pub fn train(a: &Args) -> Result<SftSummary> {
         &a.output,
         a.resume,
         &device,
-        &mut hooks,
+        hooks,
     )?)
 }
 

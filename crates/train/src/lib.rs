@@ -1,5 +1,6 @@
 //! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
 
+pub mod dist;
 pub mod dpo;
 pub mod epochs;
 pub mod hooks;

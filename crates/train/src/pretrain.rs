@@ -82,10 +82,10 @@ impl PretrainOptions {
 
     /// The options that must not change across a resume (the step count may grow).
     fn resume_key(&self) -> serde_json::Value {
-        serde_json::json!({
+        crate::dist::keyed(serde_json::json!({
             "preset": self.preset, "seq_len": self.seq_len, "batch_size": self.batch_size,
             "grad_accum": self.grad_accum, "seed": self.seed,
-        })
+        }))
     }
 }
 
@@ -162,6 +162,7 @@ pub fn pretrain(
     };
     let unigram_loss = unigram_baseline(&train, &val, vocab);
     let (b, t) = (opts.batch_size, opts.seq_len);
+    let (rank, ranks) = (run.world.rank(), run.world.size());
     let lo = LoopOptions {
         steps: opts.steps,
         grad_accum: opts.grad_accum,
@@ -175,7 +176,9 @@ pub fn pretrain(
         &schedule,
         hooks,
         |rng, _| {
-            let (x, y) = train.random_batch(rng, b, t)?;
+            // one global batch of `b` rows per rank; this rank reads its own rows
+            let part = rank * b..(rank + 1) * b;
+            let (x, y) = train.random_batch_part(rng, b * ranks, t, part)?;
             let x = Tensor::from_vec(x, (b, t), device)?;
             let y = Tensor::from_vec(y, (b, t), device)?;
             Ok((x, y, (b * t) as u64))

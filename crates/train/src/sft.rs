@@ -93,10 +93,10 @@ impl SftOptions {
     }
 
     fn resume_key(&self, seq_len: usize) -> serde_json::Value {
-        serde_json::json!({
+        crate::dist::keyed(serde_json::json!({
             "seq_len": seq_len, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
             "seed": self.seed, "pack": self.pack, "mix_pretrain": self.mix_pretrain,
-        })
+        }))
     }
 }
 
@@ -264,7 +264,8 @@ pub fn sft(
     let steps = if opts.steps > 0 {
         opts.steps
     } else {
-        let per_step = (b * opts.grad_accum) as f64 * (1.0 - opts.mix_pretrain);
+        let ranks = crate::dist::world().size();
+        let per_step = (b * opts.grad_accum * ranks) as f64 * (1.0 - opts.mix_pretrain);
         ((stats.rows as f64 * opts.epochs / per_step).ceil() as u64).max(1)
     };
     let adam = AdamWConfig {
@@ -310,10 +311,11 @@ pub fn sft(
     // the row stream: every epoch visits the rows in a fresh seeded order. A row slot
     // given to pretraining text still advances it (that dialogue row sits this epoch
     // out), so the position is `step * rows per step` and a resumed run continues exactly.
+    let (rank, ranks) = (run.world.rank(), run.world.size());
     let mut epochs = Epochs::new(
         rows.ids.len(),
         opts.seed,
-        run.step * (opts.grad_accum * b) as u64,
+        run.step * (opts.grad_accum * b * ranks) as u64,
     );
     let data_desc =
         serde_json::json!({ "base": base, "dialogues": stats.conversations, "pack": stats });
@@ -322,19 +324,24 @@ pub fn sft(
         &schedule,
         hooks,
         |rng, _| {
+            // one global batch of `b` rows per rank, drawn alike on every rank; this
+            // rank keeps its own rows
             let (mut x, mut y) = (Vec::with_capacity(b * t), Vec::with_capacity(b * t));
-            for _ in 0..b {
+            for i in 0..b * ranks {
                 let row = epochs.next_index();
+                let own = i / b == rank;
                 if let Some(m) = mix
                     .as_ref()
                     .filter(|_| rng.random::<f64>() < opts.mix_pretrain)
                 {
-                    let (px, py) = m.random_batch(rng, 1, t)?;
+                    let (px, py) = m.random_batch_part(rng, 1, t, 0..usize::from(own))?;
                     x.extend(px);
                     y.extend(py);
                     continue;
                 }
-                rows.xy(row, &mut x, &mut y);
+                if own {
+                    rows.xy(row, &mut x, &mut y);
+                }
             }
             let x = Tensor::from_vec(x, (b, t), device)?;
             let y = Tensor::from_vec(y, (b, t), device)?;

@@ -13,6 +13,7 @@ use ferrochat_tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 
+use crate::dist::{self, World};
 use crate::hooks::{EvalReport, Hooks, StepReport};
 use crate::optim::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::schedule::Schedule;
@@ -62,6 +63,10 @@ pub struct Run<'a> {
     /// The stream batches are drawn from; its position is saved, so a resumed run draws
     /// the same batches an unbroken one would.
     pub rng: ChaCha8Rng,
+    /// The data-parallel ranks training together (one process alone by default): each
+    /// draws its share of every batch, gradients are averaged over them, and rank 0
+    /// evaluates, samples and writes checkpoints.
+    pub world: World,
     started: Instant,
     resume_key: serde_json::Value,
 }
@@ -108,7 +113,9 @@ impl<'a> Run<'a> {
                 )));
             }
             rng.set_word_pos(state.word_pos()?);
-            trim_metrics(out, state.step);
+            if dist::world().is_main() {
+                trim_metrics(out, state.step);
+            }
             let mut w = w;
             let heads = checkpoint::resolve(out)?.join(HEADS_FILE);
             if heads.exists() {
@@ -145,6 +152,9 @@ impl<'a> Run<'a> {
             (step, tokens, elapsed) = (state.step, state.tokens, state.elapsed_secs);
             hooks.message(&format!("resuming {} at step {step}", out.display()));
         }
+        let world = dist::world();
+        let all: Vec<(String, Var)> = params.iter().chain(&heads).cloned().collect();
+        dist::sync_start(world, &all, step)?;
         Ok(Self {
             stage,
             out,
@@ -157,6 +167,7 @@ impl<'a> Run<'a> {
             step,
             tokens,
             rng,
+            world,
             started: Instant::now() - Duration::from_secs_f64(elapsed),
             resume_key,
         })
@@ -248,6 +259,12 @@ impl<'a> Run<'a> {
             }
             let mut grads =
                 grads.ok_or_else(|| TrainError::Options("no micro-batch ran".into()))?;
+            // every rank steps with the mean over all ranks' micro-batches
+            dist::average_grads(self.world, &mut grads, &trained)?;
+            let mut figures = [loss_sum, step_tokens as f64];
+            self.world.sum_f64(&mut figures);
+            let ranks = self.world.size() as f64;
+            let (loss_sum, step_tokens) = (figures[0] / ranks, figures[1] as u64);
             let grad_norm = clip_grad_norm(&mut grads, &trained, lo.grad_clip)?;
             self.optimizer.step(&grads, lr)?;
             drop(grads);
@@ -273,6 +290,9 @@ impl<'a> Run<'a> {
                 stats: stats.into_iter().map(|(k, v)| (k.to_string(), v)).collect(),
             });
             let last = self.step == lo.steps;
+            if !self.world.is_main() {
+                continue;
+            }
             if (lo.eval_every > 0 && self.step.is_multiple_of(lo.eval_every)) || last {
                 let r = eval(&self.eval_model, self.step)?;
                 hooks.on_eval(&r);

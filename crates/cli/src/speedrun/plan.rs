@@ -49,6 +49,7 @@ pub fn plan(a: &Args) -> Plan {
         seed: a.seed,
         untied: false,
         resume: true,
+        world_size: None,
         quiet: a.quiet,
         device: a.device.clone(),
     };
@@ -80,6 +81,7 @@ pub fn plan(a: &Args) -> Plan {
         pretrain_data: None,
         on_bad: crate::records::BadRecords::Fail,
         resume: true,
+        world_size: None,
         quiet: a.quiet,
         device: a.device.clone(),
     };

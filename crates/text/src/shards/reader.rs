@@ -185,13 +185,29 @@ impl TokenShards {
         batch: usize,
         seq: usize,
     ) -> Result<(Vec<u32>, Vec<u32>)> {
+        self.random_batch_part(rng, batch, seq, 0..batch)
+    }
+
+    /// Rows `part` of the batch [`TokenShards::random_batch`] would draw: the random
+    /// stream advances over all `batch` rows, but only these are read. Data-parallel
+    /// ranks each take their own part of one global batch this way.
+    pub fn random_batch_part(
+        &self,
+        rng: &mut impl Rng,
+        batch: usize,
+        seq: usize,
+        part: std::ops::Range<usize>,
+    ) -> Result<(Vec<u32>, Vec<u32>)> {
         self.check_window(batch, seq)?;
         let last_start = self.len() - seq as u64 - 1;
-        let mut inputs = Vec::with_capacity(batch * seq);
-        let mut targets = Vec::with_capacity(batch * seq);
+        let mut inputs = Vec::with_capacity(part.len() * seq);
+        let mut targets = Vec::with_capacity(part.len() * seq);
         let mut window = Vec::with_capacity(seq + 1);
-        for _ in 0..batch {
+        for row in 0..batch {
             let start = rng.random_range(0..=last_start);
+            if !part.contains(&row) {
+                continue;
+            }
             window.clear();
             self.copy_range(start, start + seq as u64 + 1, &mut window);
             inputs.extend_from_slice(&window[..seq]);

@@ -1,0 +1,281 @@
+//! Data-parallel training across processes: which rank this process is among how many,
+//! and the collectives a training step needs (average the gradients, sum the step's
+//! figures, start every rank from rank 0's weights).
+//!
+//! The processes are started by an MPI launcher (`mpirun -np N ferrochat pretrain ...`,
+//! one process per core, socket or machine) and talk over MPI, built with the `mpi`
+//! feature. Without a launcher the world is one process and every collective is a no-op,
+//! so the same training loop serves both.
+
+use std::sync::OnceLock;
+
+use candle_core::backprop::GradStore;
+use candle_core::{DType, Tensor, Var};
+
+/// This process's place among the ranks of a data-parallel run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct World {
+    rank: usize,
+    size: usize,
+}
+
+static WORLD: OnceLock<World> = OnceLock::new();
+
+/// The world [`init`] joined; one process alone if it was never called.
+pub fn world() -> World {
+    WORLD.get().copied().unwrap_or(World { rank: 0, size: 1 })
+}
+
+/// Keeps MPI up while it lives (finalizes it on drop); hold it for the whole run.
+pub struct Guard {
+    #[cfg(feature = "mpi")]
+    _universe: Option<mpi::environment::Universe>,
+}
+
+/// How many processes the launcher says this run has, and this one's rank, when it was
+/// started by one (Open MPI's and MPICH's variables).
+pub fn launched() -> Option<(usize, usize)> {
+    let var = |names: &[&str]| {
+        names
+            .iter()
+            .find_map(|n| std::env::var(n).ok()?.parse::<usize>().ok())
+    };
+    let size = var(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])?;
+    let rank = var(&["OMPI_COMM_WORLD_RANK", "PMI_RANK"]).unwrap_or(0);
+    Some((rank, size))
+}
+
+/// How many ranks share this machine (to split its cores between them).
+pub fn local_size() -> usize {
+    ["OMPI_COMM_WORLD_LOCAL_SIZE", "MPI_LOCALNRANKS"]
+        .iter()
+        .find_map(|n| std::env::var(n).ok()?.parse::<usize>().ok())
+        .unwrap_or(1)
+        .max(1)
+}
+
+/// Joins the launcher's world when started by one. `expected` is the `--world-size` the
+/// user asked for: a mismatch with the launcher, or asking for more than one process
+/// without a launcher, is an error that says how to start the run.
+pub fn init(expected: Option<usize>) -> Result<Guard, String> {
+    let launched = launched();
+    let size = launched.map_or(1, |(_, s)| s);
+    if let Some(n) = expected {
+        if n != size {
+            return Err(match launched {
+                None => format!(
+                    "--world-size {n} needs {n} processes started by an MPI launcher: \
+                     `mpirun -np {n} ferrochat ...` (this process was started alone)"
+                ),
+                Some(_) => format!(
+                    "--world-size {n} but the launcher started {size} processes: \
+                     give mpirun -np {n}, or drop --world-size"
+                ),
+            });
+        }
+    }
+    if size <= 1 {
+        let _ = WORLD.set(World { rank: 0, size: 1 });
+        return Ok(Guard {
+            #[cfg(feature = "mpi")]
+            _universe: None,
+        });
+    }
+    init_mpi(size)
+}
+
+#[cfg(feature = "mpi")]
+fn init_mpi(size: usize) -> Result<Guard, String> {
+    use mpi::topology::Communicator;
+    let universe =
+        mpi::initialize().ok_or_else(|| "MPI was initialised twice in one process".to_string())?;
+    let comm = universe.world();
+    let (rank, got) = (comm.rank() as usize, comm.size() as usize);
+    if got != size {
+        return Err(format!(
+            "the launcher announced {size} processes but MPI's world has {got}: \
+             was ferrochat built against another MPI than the mpirun that started it?"
+        ));
+    }
+    let _ = WORLD.set(World { rank, size });
+    Ok(Guard {
+        _universe: Some(universe),
+    })
+}
+
+#[cfg(not(feature = "mpi"))]
+fn init_mpi(size: usize) -> Result<Guard, String> {
+    Err(format!(
+        "started by an MPI launcher with {size} processes, but this ferrochat was built \
+         without MPI: rebuild with `cargo build --release --features mpi` (needs an MPI \
+         library such as Debian's libopenmpi-dev, and libclang)"
+    ))
+}
+
+impl World {
+    pub fn rank(&self) -> usize {
+        self.rank
+    }
+
+    pub fn size(&self) -> usize {
+        self.size
+    }
+
+    /// Rank 0 logs, evaluates and writes checkpoints.
+    pub fn is_main(&self) -> bool {
+        self.rank == 0
+    }
+
+    /// Replaces `buf` on every rank by the element-wise sum over ranks.
+    pub fn sum_f32(&self, buf: &mut [f32]) {
+        if self.size > 1 {
+            imp::sum_f32(buf);
+        }
+    }
+
+    /// As [`World::sum_f32`], in double precision (for counts and loss sums).
+    pub fn sum_f64(&self, buf: &mut [f64]) {
+        if self.size > 1 {
+            imp::sum_f64(buf);
+        }
+    }
+
+    /// Replaces `buf` on every rank by rank 0's.
+    pub fn broadcast_f32(&self, buf: &mut [f32]) {
+        if self.size > 1 {
+            imp::broadcast_f32(buf);
+        }
+    }
+}
+
+/// A stage's resume key with the world size added when there is more than one rank: the
+/// global batch grows with it, so a run resumes only with the size it started with (a
+/// one-process run's key is unchanged).
+pub fn keyed(mut key: serde_json::Value) -> serde_json::Value {
+    let size = world().size();
+    if size > 1 {
+        key["world_size"] = size.into();
+    }
+    key
+}
+
+/// Every rank takes rank 0's values of `vars` (a fresh start is identical anyway when
+/// the seed is; this also makes it so when it is not), and all must stand at `step`:
+/// ranks resuming from different checkpoints would train apart.
+pub fn sync_start(world: World, vars: &[(String, Var)], step: u64) -> candle_core::Result<()> {
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let mut steps = [step as f64];
+    world.sum_f64(&mut steps);
+    if steps[0] != (step * world.size() as u64) as f64 {
+        candle_core::bail!(
+            "the {} ranks start from different steps (this one from {step}): every rank \
+             must see the same checkpoint folder to resume",
+            world.size()
+        );
+    }
+    for (_, v) in vars {
+        let t = v.as_tensor();
+        let mut buf = t.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
+        world.broadcast_f32(&mut buf);
+        let synced = Tensor::from_vec(buf, t.shape(), t.device())?.to_dtype(t.dtype())?;
+        v.set(&synced)?;
+    }
+    Ok(())
+}
+
+/// Averages the gradients of `vars` over the ranks in one all-reduce, as one process
+/// with every rank's micro-batches would have them (a variable without a gradient
+/// counts as zero, so every rank packs the same layout).
+pub fn average_grads(
+    world: World,
+    grads: &mut GradStore,
+    vars: &[(String, Var)],
+) -> candle_core::Result<()> {
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let total: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
+    let mut buf = Vec::with_capacity(total);
+    for (_, v) in vars {
+        match grads.get(v.as_tensor()) {
+            Some(g) => buf.extend(g.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?),
+            None => buf.resize(buf.len() + v.elem_count(), 0.0),
+        }
+    }
+    world.sum_f32(&mut buf);
+    let scale = 1.0 / world.size() as f32;
+    let mut at = 0;
+    for (_, v) in vars {
+        let t = v.as_tensor();
+        let n = t.elem_count();
+        let part: Vec<f32> = buf[at..at + n].iter().map(|g| g * scale).collect();
+        at += n;
+        let g = Tensor::from_vec(part, t.shape(), t.device())?.to_dtype(t.dtype())?;
+        grads.insert(t, g);
+    }
+    Ok(())
+}
+
+#[cfg(feature = "mpi")]
+mod imp {
+    use mpi::collective::{CommunicatorCollectives, Root, SystemOperation};
+    use mpi::topology::{Communicator, SimpleCommunicator};
+
+    // MPI's all-reduce caps a call at i32::MAX elements; chunks keep big models safe.
+    const CHUNK: usize = 1 << 28;
+
+    pub fn sum_f32(buf: &mut [f32]) {
+        let comm = SimpleCommunicator::world();
+        for part in buf.chunks_mut(CHUNK) {
+            let send = part.to_vec();
+            comm.all_reduce_into(&send[..], part, SystemOperation::sum());
+        }
+    }
+
+    pub fn sum_f64(buf: &mut [f64]) {
+        let comm = SimpleCommunicator::world();
+        for part in buf.chunks_mut(CHUNK) {
+            let send = part.to_vec();
+            comm.all_reduce_into(&send[..], part, SystemOperation::sum());
+        }
+    }
+
+    pub fn broadcast_f32(buf: &mut [f32]) {
+        let comm = SimpleCommunicator::world();
+        for part in buf.chunks_mut(CHUNK) {
+            comm.process_at_rank(0).broadcast_into(part);
+        }
+    }
+}
+
+#[cfg(not(feature = "mpi"))]
+mod imp {
+    // A world of more than one rank only exists through `init_mpi`, which fails without
+    // the feature, so these are never reached.
+    pub fn sum_f32(_: &mut [f32]) {}
+    pub fn sum_f64(_: &mut [f64]) {}
+    pub fn broadcast_f32(_: &mut [f32]) {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn alone_without_a_launcher() {
+        if launched().is_some() {
+            return;
+        }
+        assert!(init(None).is_ok());
+        assert!(init(Some(1)).is_ok());
+        let e = init(Some(2)).err().expect("two ranks need a launcher");
+        assert!(e.contains("mpirun -np 2"), "{e}");
+        let w = world();
+        assert_eq!((w.rank(), w.size(), w.is_main()), (0, 1, true));
+        let mut v = [1.0f32, 2.0];
+        w.sum_f32(&mut v);
+        assert_eq!(v, [1.0, 2.0]);
+    }
+}
