@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The test command: formatting, lints, every Rust test, then the interoperability
-# checks against real outside clients (Hugging Face transformers, the openai client, a
-# browser), which install themselves (PyPI into target/pyenv, Debian's chromium,
+# checks against real outside clients (Hugging Face transformers, llama.cpp, the openai
+# client, a browser), which install themselves (PyPI into target/pyenv, Debian's chromium,
 # playwright-core from npm). Open MPI comes from Debian's packages for the data-parallel
 # tests (the `mpi` feature).
 set -euo pipefail
@@ -40,4 +40,11 @@ else
 fi
 echo "== interop: the openai client, a 32-client streaming load, the chat page in Chromium"
 tests/serve_checks.sh target/debug/ferrochat
+echo "== interop: GGUF exports in llama.cpp"
+if ensure_llama_cpp; then
+  "$PYENV/bin/python" tests/interop/gguf_check.py --ferrochat target/debug/ferrochat \
+    --model target/serve-checks/run/chat
+else
+  echo "!!! SKIPPED: could not build llama-cpp-python from PyPI; the GGUF check did not run !!!" >&2
+fi
 echo "all tests passed"

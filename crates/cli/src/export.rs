@@ -1,11 +1,15 @@
-//! `ferrochat export hf`: a checkpoint as a clean Hugging Face folder. Our checkpoints are
-//! already valid `LlamaForCausalLM` (or `LlamaForSequenceClassification`) folders; export
-//! leaves out the training state and adds what generation tools look for.
+//! `ferrochat export hf|gguf`: a checkpoint as a clean Hugging Face folder, or as one GGUF
+//! file for llama.cpp. Our checkpoints are already valid `LlamaForCausalLM` (or
+//! `LlamaForSequenceClassification`) folders; `hf` leaves out the training state and adds
+//! what generation tools look for; `gguf` adds the tokenizer and chat template to the
+//! weights, so the file stands alone.
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
+use candle_core::quantized::gguf_file::Value;
 use ferrochat_model::checkpoint;
+use ferrochat_model::gguf::{self, GgufType};
 use ferrochat_tokenizer::Tokenizer;
 
 #[derive(clap::Subcommand)]
@@ -13,6 +17,22 @@ pub enum Command {
     /// A Hugging Face folder: weights, config, tokenizer with its chat template, and
     /// generation_config.json (no trainer state)
     Hf(HfArgs),
+    /// One GGUF file for llama.cpp: weights (f32, f16 or q8_0), hyper-parameters, the
+    /// byte-level BPE tokenizer and the chat template
+    Gguf(GgufArgs),
+}
+
+#[derive(clap::Args)]
+pub struct GgufArgs {
+    /// The checkpoint to export (a language model, not a reward model)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The file to write, e.g. model.gguf
+    #[arg(long)]
+    pub output: PathBuf,
+    /// How the weight matrices are stored: f32, f16 or q8_0 (norms stay f32)
+    #[arg(long = "type", default_value = "f16")]
+    pub ty: String,
 }
 
 #[derive(clap::Args)]
@@ -26,10 +46,121 @@ pub struct HfArgs {
 }
 
 pub fn run(c: Command) -> Result<()> {
-    let Command::Hf(a) = c;
-    let dir = hf(&a.model, &a.output)?;
-    println!("exported {} to {}", a.model.display(), dir.display());
+    match c {
+        Command::Hf(a) => {
+            let dir = hf(&a.model, &a.output)?;
+            println!("exported {} to {}", a.model.display(), dir.display());
+        }
+        Command::Gguf(a) => {
+            let ty = GgufType::parse(&a.ty)?;
+            let bytes = gguf(&a.model, ty)?;
+            ferrochat_text::write_atomic(&a.output, &bytes)
+                .with_context(|| format!("cannot write {}", a.output.display()))?;
+            println!(
+                "exported {} to {} ({}, {:.1} MB)",
+                a.model.display(),
+                a.output.display(),
+                a.ty,
+                bytes.len() as f64 / 1e6
+            );
+        }
+    }
     Ok(())
+}
+
+/// The GGUF file of a checkpoint, as bytes.
+fn gguf(model: &Path, ty: GgufType) -> Result<Vec<u8>> {
+    let (cfg, w) = checkpoint::load(model, &candle_core::Device::Cpu)?;
+    let name = model
+        .canonicalize()
+        .ok()
+        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()))
+        .unwrap_or_else(|| "ferrochat".into());
+    let mut meta = gguf::llama_metadata(&cfg, &name, ty);
+    meta.extend(gguf_tokenizer(model)?);
+    let tensors = gguf::llama_tensors(&cfg, &w, ty)?;
+    Ok(gguf::to_bytes(&meta, &tensors)?)
+}
+
+/// `tokenizer.ggml.*` and the chat template, from the checkpoint's tokenizer files: the
+/// byte-level vocabulary and merges as they are (llama.cpp's `gpt2` tokenizer model), the
+/// special tokens as control tokens, and the pre-tokenizer whose split expression ours
+/// follows (`qwen2`: letters in runs, digits one by one).
+fn gguf_tokenizer(model: &Path) -> Result<Vec<(String, Value)>> {
+    let tok = Tokenizer::load(model)?;
+    let path = model.join("tokenizer.json");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?,
+    )
+    .with_context(|| format!("{} is not JSON", path.display()))?;
+    let bpe = &json["model"];
+    if bpe["type"] != "BPE" {
+        bail!("{}: only a BPE tokenizer has a GGUF form", path.display());
+    }
+    let n = tok.vocab_size();
+    let mut tokens = vec![String::new(); n];
+    let mut types = vec![1i32; n]; // normal
+    let vocab = bpe["vocab"]
+        .as_object()
+        .with_context(|| format!("{}: model.vocab is not a map", path.display()))?;
+    for (t, id) in vocab {
+        if let Some(slot) = id.as_u64().and_then(|i| tokens.get_mut(i as usize)) {
+            *slot = t.clone();
+        }
+    }
+    for a in json["added_tokens"].as_array().into_iter().flatten() {
+        if let (Some(id), Some(t)) = (a["id"].as_u64(), a["content"].as_str()) {
+            if let Some(slot) = tokens.get_mut(id as usize) {
+                *slot = t.to_string();
+                types[id as usize] = if a["special"] == true { 3 } else { 4 }; // control / user-defined
+            }
+        }
+    }
+    if let Some(i) = tokens.iter().position(|t| t.is_empty()) {
+        bail!("{}: token id {i} has no text", path.display());
+    }
+    let merges: Vec<Value> = bpe["merges"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|m| match m {
+            serde_json::Value::String(s) => Some(s.clone()),
+            serde_json::Value::Array(p) => {
+                Some(format!("{} {}", p.first()?.as_str()?, p.get(1)?.as_str()?))
+            }
+            _ => None,
+        })
+        .map(Value::String)
+        .collect();
+    let s = tok.special();
+    let mut meta = vec![
+        ("tokenizer.ggml.model".into(), Value::String("gpt2".into())),
+        ("tokenizer.ggml.pre".into(), Value::String("qwen2".into())),
+        (
+            "tokenizer.ggml.tokens".into(),
+            Value::Array(tokens.into_iter().map(Value::String).collect()),
+        ),
+        (
+            "tokenizer.ggml.token_type".into(),
+            Value::Array(types.into_iter().map(Value::I32).collect()),
+        ),
+        ("tokenizer.ggml.merges".into(), Value::Array(merges)),
+        ("tokenizer.ggml.bos_token_id".into(), Value::U32(s.bos)),
+        ("tokenizer.ggml.eos_token_id".into(), Value::U32(s.end)),
+        ("tokenizer.ggml.padding_token_id".into(), Value::U32(s.pad)),
+        ("tokenizer.ggml.add_bos_token".into(), Value::Bool(true)),
+        ("tokenizer.ggml.add_eos_token".into(), Value::Bool(false)),
+    ];
+    let config = model.join("tokenizer_config.json");
+    if let Some(t) = std::fs::read_to_string(&config)
+        .ok()
+        .and_then(|c| serde_json::from_str::<serde_json::Value>(&c).ok())
+        .and_then(|c| c["chat_template"].as_str().map(str::to_string))
+    {
+        meta.push(("tokenizer.chat_template".into(), Value::String(t)));
+    }
+    Ok(meta)
 }
 
 /// The files a Hugging Face folder needs from a checkpoint.

@@ -407,6 +407,72 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("not empty"), "{err}");
 
+    // export gguf: read back with candle's GGUF reader, every tensor where llama.cpp
+    // looks for it; f32 holds the weights exactly (query rows reordered per head for
+    // llama.cpp's rotary pairs), q8_0 within its rounding
+    let (cfg, w) =
+        ferrochat_model::checkpoint::load(&run.join("chat"), &candle_core::Device::Cpu).unwrap();
+    for ty in ["f32", "q8_0"] {
+        let file = tmp.path().join(format!("chat-{ty}.gguf"));
+        ok(bin()
+            .args(["export", "gguf", "--type", ty, "--model"])
+            .arg(run.join("chat"))
+            .arg("--output")
+            .arg(&file));
+        let mut f = std::fs::File::open(&file).unwrap();
+        let g = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
+        let meta = |k: &str| g.metadata.get(k).unwrap_or_else(|| panic!("{k} missing"));
+        assert_eq!(meta("general.architecture").to_string().unwrap(), "llama");
+        assert_eq!(
+            meta("llama.block_count").to_u32().unwrap() as usize,
+            cfg.num_hidden_layers
+        );
+        assert_eq!(
+            meta("tokenizer.ggml.tokens").to_vec().unwrap().len(),
+            cfg.vocab_size
+        );
+        assert!(meta("tokenizer.chat_template").to_string().is_ok());
+        assert_eq!(g.tensor_infos.len(), w.len());
+        let mut read = |name: &str| {
+            g.tensor(&mut f, name, &candle_core::Device::Cpu)
+                .unwrap()
+                .dequantize(&candle_core::Device::Cpu)
+                .unwrap()
+        };
+        let diff = |a: &candle_core::Tensor, b: &candle_core::Tensor| {
+            (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .max(0)
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap()
+        };
+        let emb = read("token_embd.weight");
+        let tol = if ty == "f32" { 0.0 } else { 0.02 };
+        assert!(diff(&emb, &w["model.embed_tokens.weight"]) <= tol, "{ty}");
+        // head 0's row 1 is the checkpoint's row d/2
+        let q = read("blk.0.attn_q.weight");
+        let hq = &w["model.layers.0.self_attn.q_proj.weight"];
+        let half = cfg.head_size() / 2;
+        assert!(
+            diff(&q.get(1).unwrap(), &hq.get(half).unwrap()) <= tol,
+            "{ty}"
+        );
+        assert!(diff(&q.get(2).unwrap(), &hq.get(1).unwrap()) <= tol, "{ty}");
+    }
+    let err = fails(
+        bin()
+            .args(["export", "gguf", "--model"])
+            .arg(run.join("reward"))
+            .arg("--output")
+            .arg(tmp.path().join("rm.gguf")),
+    );
+    assert!(err.contains("reward model"), "{err}");
+
     // speculative decoding: with a draft, greedy text is the model's own
     let greedy = |extra: &[&str]| {
         ok(bin()
