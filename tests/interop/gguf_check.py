@@ -84,8 +84,9 @@ def main():
     stops = {cfg["bos_token_id"], cfg["eos_token_id"]}
     work = tempfile.mkdtemp(prefix="ferrochat-gguf-")
     # the largest logit difference allowed per kind: f32 is the same sums in another
-    # order; f16 and q8_0 round the weights
-    bounds = {"f32": 1e-3, "f16": 0.05, "q8_0": 0.25}
+    # order; f16, q8_0 and q4_0 round the weights (and llama.cpp also rounds activations
+    # for the quantized products), so only f32 and f16 must keep every greedy token
+    bounds = {"f32": 1e-3, "f16": 0.05, "q8_0": 0.25, "q4_0": 1.0}
     failures = []
     for kind, bound in bounds.items():
         path = os.path.join(work, f"model-{kind}.gguf")
@@ -113,7 +114,7 @@ def main():
                 same_tokens += 1
             else:
                 print(f"    greedy from {p!r} differs\n      ours:      {text!r}\n      llama.cpp: {theirs!r}")
-                if kind != "q8_0":
+                if kind in ("f32", "f16"):
                     failures.append(f"{kind}: greedy from {p!r} differs")
             del llm
         print(f"  llama.cpp {kind} ({size / 1e6:.2f} MB): max abs logit diff {worst:.2e} "

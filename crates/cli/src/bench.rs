@@ -233,21 +233,21 @@ fn gen_run(model: &Llama, prompts: &[Vec<u32>], opts: &GenerateOptions) -> Resul
 
 fn gen(a: GenerateArgs) -> Result<()> {
     let device = crate::runtime::device(&a.device)?;
-    let (cfg, w) = match &a.model {
-        Some(dir) => checkpoint::load(dir, &device)?,
+    let model = match &a.model {
+        Some(dir) => checkpoint::load_model(dir, &device)?,
         None => {
             let cfg = Config::preset(&a.preset, a.vocab, (a.prompt_len + a.tokens).max(256))?;
             let w = weights::init_weights(&cfg, 0, &device)?;
-            (cfg, w)
+            Llama::new(&cfg, &w, &device)?
         }
     };
+    let cfg = model.config().clone();
     anyhow::ensure!(a.prompt_len > 0, "--prompt-len must be at least 1");
     anyhow::ensure!(a.tokens > 0, "--tokens must be at least 1");
     anyhow::ensure!(
         a.batch.iter().all(|&b| b > 0),
         "--batch sizes must be at least 1"
     );
-    let model = Llama::new(&cfg, &w, &device)?;
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let max_batch = a.batch.iter().copied().max().unwrap_or(1);
     let prompts: Vec<Vec<u32>> = (0..max_batch)
@@ -335,8 +335,8 @@ fn speculative(
     a: &GenerateArgs,
     device: &candle_core::Device,
 ) -> Result<serde_json::Value> {
-    let (cfg, w) = checkpoint::load(draft_dir, device)?;
-    let draft = Llama::new(&cfg, &w, device)?;
+    let draft = checkpoint::load_model(draft_dir, device)?;
+    let cfg = draft.config().clone();
     let mut alone = Vec::new();
     let mut spec = Vec::new();
     let mut stats = ferrochat_engine::SpecStats::default();

@@ -30,7 +30,7 @@ pub struct GgufArgs {
     /// The file to write, e.g. model.gguf
     #[arg(long)]
     pub output: PathBuf,
-    /// How the weight matrices are stored: f32, f16 or q8_0 (norms stay f32)
+    /// How the weight matrices are stored: f32, f16, q8_0 or q4_0 (norms stay f32)
     #[arg(long = "type", default_value = "f16")]
     pub ty: String,
 }
@@ -66,6 +66,72 @@ pub fn run(c: Command) -> Result<()> {
         }
     }
     Ok(())
+}
+
+#[derive(clap::Args)]
+pub struct QuantizeArgs {
+    /// The checkpoint to quantize (f32, a language model)
+    #[arg(long)]
+    pub model: PathBuf,
+    /// The folder to write (must not exist, or be empty)
+    #[arg(long)]
+    pub output: PathBuf,
+    /// q8_0 (8-bit) or q4_0 (4-bit), both in blocks of 32 weights with one scale; f16 also
+    #[arg(long = "type", default_value = "q8_0")]
+    pub ty: String,
+}
+
+/// A quantized checkpoint folder: the config, tokenizer and meta of the original beside
+/// the weights as GGUF (the very file `export gguf` writes).
+pub fn quantize(a: QuantizeArgs) -> Result<()> {
+    let ty = GgufType::parse(&a.ty)?;
+    if ty == GgufType::F32 {
+        bail!("--type f32 is the checkpoint as it is: quantize to q8_0, q4_0 or f16");
+    }
+    let src = checkpoint::resolve(&a.model)?;
+    empty_folder(&a.output)?;
+    let bytes = gguf(&src, ty)?;
+    for f in [
+        "config.json",
+        "tokenizer.json",
+        "tokenizer_config.json",
+        "meta.json",
+    ] {
+        let from = src.join(f);
+        if from.exists() {
+            std::fs::copy(&from, a.output.join(f)).with_context(|| {
+                format!("cannot copy {} to {}", from.display(), a.output.display())
+            })?;
+        }
+    }
+    let file = a.output.join(gguf::QUANTIZED_FILE);
+    ferrochat_text::write_atomic(&file, &bytes)
+        .with_context(|| format!("cannot write {}", file.display()))?;
+    let before = std::fs::metadata(src.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "quantized {} to {} ({}): {:.2} MB of weights, {:.2} MB before",
+        a.model.display(),
+        a.output.display(),
+        a.ty,
+        bytes.len() as f64 / 1e6,
+        before as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Refuses a folder that holds anything, then makes sure it exists.
+fn empty_folder(out: &Path) -> Result<()> {
+    if out.exists()
+        && std::fs::read_dir(out)
+            .with_context(|| format!("cannot read {}", out.display()))?
+            .next()
+            .is_some()
+    {
+        bail!("{} is not empty: write into a new folder", out.display());
+    }
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
 }
 
 /// The GGUF file of a checkpoint, as bytes.
@@ -174,15 +240,7 @@ const FILES: [&str; 4] = [
 fn hf(model: &Path, out: &Path) -> Result<PathBuf> {
     let cfg = checkpoint::load_config(model)?;
     let tok = Tokenizer::load(model)?;
-    if out.exists()
-        && std::fs::read_dir(out)
-            .with_context(|| format!("cannot read {}", out.display()))?
-            .next()
-            .is_some()
-    {
-        bail!("{} is not empty: export into a new folder", out.display());
-    }
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    empty_folder(out)?;
     for f in FILES {
         let from = model.join(f);
         std::fs::copy(&from, out.join(f))

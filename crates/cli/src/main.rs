@@ -80,9 +80,13 @@ enum Command {
     Eval(eval::Args),
     /// Print next-token logits for a prompt as JSON (to check other implementations against ours)
     Logits(logits::Args),
-    /// Write a checkpoint out for other tools (`export hf`: a clean Hugging Face folder)
+    /// Write a checkpoint out for other tools (`export hf`: a clean Hugging Face folder;
+    /// `export gguf`: one file for llama.cpp)
     #[command(subcommand)]
     Export(export::Command),
+    /// Quantize a checkpoint's weights to 8 or 4 bits for inference (generate, chat, eval,
+    /// serve and bench read the folder it writes; llama.cpp reads its model.gguf)
+    Quantize(export::QuantizeArgs),
     /// Rebuild a run folder's report.md and plots from its metrics files
     Report(report::Args),
     /// Measure speed: training, generation (and speculative decoding), serving, and watermark detection
@@ -140,6 +144,7 @@ fn main() {
         }
         Command::Report(a) => report::run(a),
         Command::Export(c) => export::run(c),
+        Command::Quantize(a) => export::quantize(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),

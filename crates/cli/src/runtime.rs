@@ -60,8 +60,7 @@ pub fn device(name: &str) -> Result<Device> {
 pub fn open_model(dir: &Path, device_name: &str) -> Result<(Tokenizer, Llama, Device)> {
     let device = device(device_name)?;
     let tok = Tokenizer::load(dir)?;
-    let (cfg, w) = checkpoint::load(dir, &device)?;
-    let model = Llama::new(&cfg, &w, &device)?;
+    let model = checkpoint::load_model(dir, &device)?;
     Ok((tok, model, device))
 }
 

@@ -473,6 +473,35 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("reward model"), "{err}");
 
+    // quantize: an 8-bit folder generates and chats like the checkpoint (greedy, a few
+    // tokens); training from it is refused with the reason
+    let q8 = tmp.path().join("chat-q8");
+    ok(bin()
+        .args(["quantize", "--type", "q8_0", "--model"])
+        .arg(run.join("chat"))
+        .arg("--output")
+        .arg(&q8));
+    assert!(q8.join("model.gguf").exists() && !q8.join("model.safetensors").exists());
+    let answer = |m: &Path| {
+        ok(bin()
+            .args(["chat", "--prompt", "What is the capital of France?"])
+            .args(["--temperature", "0", "--max-tokens", "12", "--model"])
+            .arg(m))
+    };
+    let (a, b) = (answer(&run.join("chat")), answer(&q8));
+    assert!(!b.trim().is_empty());
+    eprintln!("f32: {a:?}\nq8_0: {b:?}");
+    let err = fails(
+        bin()
+            .args(["sft", "--quiet", "--steps", "1", "--base"])
+            .arg(&q8)
+            .arg("--data")
+            .arg(run.join("world/sft.jsonl"))
+            .arg("--output")
+            .arg(tmp.path().join("sft_from_q8")),
+    );
+    assert!(err.contains("quantized model"), "{err}");
+
     // speculative decoding: with a draft, greedy text is the model's own
     let greedy = |extra: &[&str]| {
         ok(bin()

@@ -183,11 +183,33 @@ pub fn load_meta(dir: &Path) -> Result<Meta> {
     Ok(meta)
 }
 
+/// The model of a checkpoint folder, ready to run: f32 weights, or the quantized ones of a
+/// folder `ferrochat quantize` wrote.
+pub fn load_model(dir: &Path, device: &Device) -> Result<crate::Llama> {
+    let dir = resolve(dir)?;
+    let gguf = dir.join(crate::gguf::QUANTIZED_FILE);
+    if !dir.join("model.safetensors").exists() && gguf.exists() {
+        let cfg = load_config(&dir)?;
+        let w = crate::gguf::load_llama(&gguf, &cfg, device)?;
+        return crate::Llama::new_quantized(&cfg, w, device);
+    }
+    let (cfg, w) = load(&dir, device)?;
+    crate::Llama::new(&cfg, &w, device)
+}
+
 /// Reads config and weights, checking every name and shape against the config.
 pub fn load(dir: &Path, device: &Device) -> Result<(Config, HashMap<String, Tensor>)> {
     let dir = resolve(dir)?;
     let cfg = load_config(&dir)?;
     let path = dir.join("model.safetensors");
+    if !path.exists() && dir.join(crate::gguf::QUANTIZED_FILE).exists() {
+        return Err(ModelError::Weights(format!(
+            "{} holds a quantized model ({}), for inference only: train from the \
+             checkpoint it was quantized from",
+            dir.display(),
+            crate::gguf::QUANTIZED_FILE
+        )));
+    }
     let mut w = load_tensors(&path, device)?;
     w.retain(|k, _| !k.ends_with("rotary_emb.inv_freq"));
     if cfg.tie_word_embeddings || cfg.is_classifier() {

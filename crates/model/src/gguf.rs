@@ -23,16 +23,23 @@ pub enum GgufType {
     F16,
     /// 8-bit integers in blocks of 32 with an f16 scale each.
     Q8_0,
+    /// 4-bit integers in blocks of 32 with an f16 scale each.
+    Q4_0,
 }
+
+/// The file of a quantized checkpoint folder (beside its config and tokenizer): the same
+/// GGUF `export gguf` writes, so llama.cpp runs that folder's model file as it is.
+pub const QUANTIZED_FILE: &str = "model.gguf";
 
 impl GgufType {
     pub fn parse(s: &str) -> Result<Self> {
         match s.to_ascii_lowercase().as_str() {
             "f32" => Ok(Self::F32),
             "f16" => Ok(Self::F16),
-            "q8_0" | "q8" => Ok(Self::Q8_0),
+            "q8_0" | "q8" | "int8" => Ok(Self::Q8_0),
+            "q4_0" | "q4" | "int4" => Ok(Self::Q4_0),
             o => Err(ModelError::Config(format!(
-                "unknown GGUF type `{o}`: use f32, f16 or q8_0"
+                "unknown GGUF type `{o}`: use f32, f16, q8_0 or q4_0"
             ))),
         }
     }
@@ -42,6 +49,7 @@ impl GgufType {
             Self::F32 => GgmlDType::F32,
             Self::F16 => GgmlDType::F16,
             Self::Q8_0 => GgmlDType::Q8_0,
+            Self::Q4_0 => GgmlDType::Q4_0,
         }
     }
 
@@ -51,6 +59,7 @@ impl GgufType {
             Self::F32 => 0,
             Self::F16 => 1,
             Self::Q8_0 => 7,
+            Self::Q4_0 => 2,
         }
     }
 }
@@ -121,10 +130,65 @@ pub fn llama_tensors(
         }
         let dtype = match (t.rank(), ty) {
             (1, _) => GgmlDType::F32,
-            (_, GgufType::Q8_0) if !t.dims()[t.rank() - 1].is_multiple_of(32) => GgmlDType::F16,
+            (_, GgufType::Q8_0 | GgufType::Q4_0) if !t.dims()[t.rank() - 1].is_multiple_of(32) => {
+                GgmlDType::F16
+            }
             (_, ty) => ty.ggml(),
         };
         out.push((name, QTensor::quantize(&t, dtype)?));
+    }
+    Ok(out)
+}
+
+/// The inverse of [`interleave_rotary`]: adjacent pairs back to half-split ones.
+fn split_rotary(w: &Tensor, heads: usize) -> Result<Tensor> {
+    let (rows, cols) = w.dims2()?;
+    let d = rows / heads;
+    Ok(w.reshape((heads, d / 2, 2, cols))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((rows, cols))?)
+}
+
+/// Reads a GGUF file this module wrote back into our names and layout, tensors kept in
+/// their stored type (query and key rows are put back in our order: dequantized,
+/// reordered and quantized again, which gives back the same blocks, a row being whole
+/// blocks and each block keeping its own scale).
+pub fn load_llama(
+    path: &std::path::Path,
+    cfg: &Config,
+    device: &candle_core::Device,
+) -> Result<HashMap<String, QTensor>> {
+    let err = |e: String| ModelError::Weights(format!("{}: {e}", path.display()));
+    let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let content = gguf_file::Content::read(&mut f).map_err(|e| err(e.to_string()))?;
+    let mut out = HashMap::new();
+    for (hf, shape) in crate::weights::param_shapes(cfg) {
+        if hf == "lm_head.weight" && cfg.tie_word_embeddings {
+            continue;
+        }
+        let name = gguf_name(&hf).ok_or_else(|| err(format!("no GGUF name for `{hf}`")))?;
+        let q = content
+            .tensor(&mut f, &name, device)
+            .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        if q.shape().dims() != shape.as_slice() {
+            return Err(err(format!(
+                "`{name}` is {:?}, the config needs {shape:?}",
+                q.shape().dims()
+            )));
+        }
+        let heads = if name.ends_with("attn_q.weight") {
+            Some(cfg.num_attention_heads)
+        } else if name.ends_with("attn_k.weight") {
+            Some(cfg.kv_heads())
+        } else {
+            None
+        };
+        let q = match heads {
+            Some(h) => QTensor::quantize(&split_rotary(&q.dequantize(device)?, h)?, q.dtype())?,
+            None => q,
+        };
+        out.insert(hf, q);
     }
     Ok(out)
 }
@@ -202,6 +266,74 @@ mod tests {
             p.to_vec1::<f32>().unwrap(),
             vec![0., 2., 1., 3., 4., 6., 5., 7.]
         );
+    }
+
+    /// A tiny random model written as GGUF of `ty` and read back as a quantized model.
+    fn round_trip(ty: GgufType) -> (crate::Llama, crate::Llama, HashMap<String, QTensor>) {
+        let mut cfg = Config::preset("tiny", 96, 32).unwrap();
+        cfg.num_key_value_heads = Some(cfg.num_attention_heads / 2);
+        let w = crate::weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
+        let dense = crate::Llama::new(&cfg, &w, &Device::Cpu).unwrap();
+        let meta = llama_metadata(&cfg, "t", ty);
+        let bytes = to_bytes(&meta, &llama_tensors(&cfg, &w, ty).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(QUANTIZED_FILE);
+        std::fs::write(&path, bytes).unwrap();
+        let q = load_llama(&path, &cfg, &Device::Cpu).unwrap();
+        let again = load_llama(&path, &cfg, &Device::Cpu).unwrap();
+        let quant = crate::Llama::new_quantized(&cfg, again, &Device::Cpu).unwrap();
+        (dense, quant, q)
+    }
+
+    fn max_logit_diff(a: &crate::Llama, b: &crate::Llama) -> f32 {
+        let ids = Tensor::new(&[[5u32, 17, 3, 60, 2, 9, 44, 1]], &Device::Cpu).unwrap();
+        let (la, lb) = (a.forward(&ids).unwrap(), b.forward(&ids).unwrap());
+        (la - lb)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .max(0)
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+    }
+
+    #[test]
+    fn f32_gguf_reads_back_exactly_and_runs_as_the_checkpoint() {
+        let (dense, quant, q) = round_trip(GgufType::F32);
+        let cfg = dense.config().clone();
+        let w = crate::weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
+        for (n, t) in &w {
+            let back = q[n].dequantize(&Device::Cpu).unwrap();
+            let d = (t - back).unwrap().abs().unwrap().flatten_all().unwrap();
+            assert_eq!(d.max(0).unwrap().to_scalar::<f32>().unwrap(), 0.0, "{n}");
+        }
+        assert!(max_logit_diff(&dense, &quant) < 1e-4);
+    }
+
+    #[test]
+    fn quantized_models_stay_close_to_f32_and_decode_as_they_prefill() {
+        for (ty, bound) in [(GgufType::Q8_0, 0.05), (GgufType::Q4_0, 0.5)] {
+            let (dense, quant, q) = round_trip(ty);
+            let d = max_logit_diff(&dense, &quant);
+            assert!(d < bound, "{ty:?}: logits differ by {d}");
+            assert!(d > 0.0, "{ty:?}: the weights were not quantized");
+            assert_eq!(q["model.layers.0.mlp.up_proj.weight"].dtype(), ty.ggml());
+            // the batched decode step of the engine equals the cached forward
+            let mut c1 = quant.new_cache();
+            let mut c2 = quant.new_cache();
+            let ids = Tensor::new(&[[5u32, 17, 3]], &Device::Cpu).unwrap();
+            quant.forward_cached(&ids, &mut c1).unwrap();
+            quant.forward_cached(&ids, &mut c2).unwrap();
+            let a = quant.decode_step(&[7], &mut [&mut c1]).unwrap();
+            let b = quant
+                .forward_cached(&Tensor::new(&[[7u32]], &Device::Cpu).unwrap(), &mut c2)
+                .unwrap();
+            let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
+            assert!(diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-4);
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ pub mod cache;
 pub mod checkpoint;
 pub mod config;
 pub mod gguf;
+pub mod linear;
 pub mod llama;
 pub mod ops;
 pub mod weights;

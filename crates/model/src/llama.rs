@@ -5,21 +5,27 @@
 
 use std::collections::HashMap;
 
+use candle_core::quantized::QTensor;
 use candle_core::{DType, Device, Tensor};
 
 use crate::cache::KvCache;
+use crate::linear::Weight;
 use crate::{ops, weights, Config, Result};
+
+fn missing(n: &str) -> crate::ModelError {
+    crate::ModelError::Weights(format!("`{n}` missing"))
+}
 
 struct Block {
     input_norm: Tensor, // (C)
-    q_proj: Tensor,     // (Hq * D, C)
-    k_proj: Tensor,     // (Hkv * D, C)
-    v_proj: Tensor,     // (Hkv * D, C)
-    o_proj: Tensor,     // (C, Hq * D)
+    q_proj: Weight,     // (Hq * D, C)
+    k_proj: Weight,     // (Hkv * D, C)
+    v_proj: Weight,     // (Hkv * D, C)
+    o_proj: Weight,     // (C, Hq * D)
     post_norm: Tensor,  // (C)
-    gate_proj: Tensor,  // (F, C)
-    up_proj: Tensor,    // (F, C)
-    down_proj: Tensor,  // (C, F)
+    gate_proj: Weight,  // (F, C)
+    up_proj: Weight,    // (F, C)
+    down_proj: Weight,  // (C, F)
 }
 
 /// `x @ w^T` for x (N, in) and w (out, in): the layout of a Hugging Face linear weight.
@@ -32,11 +38,11 @@ pub struct Llama {
     cfg: Config,
     embed: Tensor, // (V, C)
     layers: Vec<Block>,
-    norm: Tensor,            // (C)
-    lm_head: Option<Tensor>, // (V, C) when not tied to the embedding
-    score: Option<Tensor>,   // (1, C) for a scoring model
-    cos: Tensor,             // (max_pos, D/2)
-    sin: Tensor,             // (max_pos, D/2)
+    norm: Tensor,          // (C)
+    head: Option<Weight>,  // (V, C): lm_head, or the embedding when tied; none when scoring
+    score: Option<Tensor>, // (1, C) for a scoring model
+    cos: Tensor,           // (max_pos, D/2)
+    sin: Tensor,           // (max_pos, D/2)
 }
 
 impl Llama {
@@ -46,32 +52,85 @@ impl Llama {
         cfg.validate()?;
         weights::check_weights(cfg, w, "the weights")?;
         let get = |n: &str| -> Tensor { w[n].clone() };
+        Self::build(cfg, device, |n| Ok(get(n)), |n| Ok(Weight::Dense(get(n))))
+    }
+
+    /// A model over quantized weights (inference only): matrices in a GGML block format,
+    /// vectors and the embedding table (looked up, not multiplied) in f32.
+    pub fn new_quantized(
+        cfg: &Config,
+        mut w: HashMap<String, QTensor>,
+        device: &Device,
+    ) -> Result<Self> {
+        cfg.validate()?;
+        let mut take = |n: &str| {
+            w.remove(n).ok_or_else(|| {
+                crate::ModelError::Weights(format!("quantized weights: `{n}` missing"))
+            })
+        };
+        let mut dense = HashMap::new();
+        let mut quant = HashMap::new();
+        for (n, shape) in weights::param_shapes(cfg) {
+            let q = take(&n)?;
+            if q.shape().dims() != shape.as_slice() {
+                return Err(crate::ModelError::Weights(format!(
+                    "quantized weights: `{n}` is {:?}, the config needs {shape:?}",
+                    q.shape().dims()
+                )));
+            }
+            if shape.len() == 1 || n == "model.embed_tokens.weight" {
+                dense.insert(n.clone(), q.dequantize(device)?);
+            }
+            if shape.len() == 2 {
+                quant.insert(n, Weight::quantized(q)?);
+            }
+        }
+        Self::build(
+            cfg,
+            device,
+            |n| dense.get(n).cloned().ok_or_else(|| missing(n)),
+            |n| quant.get(n).cloned().ok_or_else(|| missing(n)),
+        )
+    }
+
+    fn build(
+        cfg: &Config,
+        device: &Device,
+        vector: impl Fn(&str) -> Result<Tensor>,
+        matrix: impl Fn(&str) -> Result<Weight>,
+    ) -> Result<Self> {
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let p = format!("model.layers.{i}");
-                Block {
-                    input_norm: get(&format!("{p}.input_layernorm.weight")),
-                    q_proj: get(&format!("{p}.self_attn.q_proj.weight")),
-                    k_proj: get(&format!("{p}.self_attn.k_proj.weight")),
-                    v_proj: get(&format!("{p}.self_attn.v_proj.weight")),
-                    o_proj: get(&format!("{p}.self_attn.o_proj.weight")),
-                    post_norm: get(&format!("{p}.post_attention_layernorm.weight")),
-                    gate_proj: get(&format!("{p}.mlp.gate_proj.weight")),
-                    up_proj: get(&format!("{p}.mlp.up_proj.weight")),
-                    down_proj: get(&format!("{p}.mlp.down_proj.weight")),
-                }
+                Ok(Block {
+                    input_norm: vector(&format!("{p}.input_layernorm.weight"))?,
+                    q_proj: matrix(&format!("{p}.self_attn.q_proj.weight"))?,
+                    k_proj: matrix(&format!("{p}.self_attn.k_proj.weight"))?,
+                    v_proj: matrix(&format!("{p}.self_attn.v_proj.weight"))?,
+                    o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
+                    post_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
+                    gate_proj: matrix(&format!("{p}.mlp.gate_proj.weight"))?,
+                    up_proj: matrix(&format!("{p}.mlp.up_proj.weight"))?,
+                    down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
+                })
             })
-            .collect();
-        let lm_head =
-            (!cfg.tie_word_embeddings && !cfg.is_classifier()).then(|| get("lm_head.weight"));
-        let score = cfg.is_classifier().then(|| get("score.weight"));
+            .collect::<Result<Vec<_>>>()?;
+        let head = match (cfg.is_classifier(), cfg.tie_word_embeddings) {
+            (true, _) => None,
+            (false, true) => Some(matrix("model.embed_tokens.weight")?),
+            (false, false) => Some(matrix("lm_head.weight")?),
+        };
+        let score = match cfg.is_classifier() {
+            true => Some(vector("score.weight")?),
+            false => None,
+        };
         let (cos, sin) = rope_tables(cfg, device)?;
         Ok(Self {
             cfg: cfg.clone(),
-            embed: get("model.embed_tokens.weight"),
+            embed: vector("model.embed_tokens.weight")?,
             layers,
-            norm: get("model.norm.weight"),
-            lm_head,
+            norm: vector("model.norm.weight")?,
+            head,
             score,
             cos,
             sin,
@@ -107,9 +166,9 @@ impl Llama {
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // (B * T, C)
         for (i, l) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &l.input_norm, eps)?;
-            let q = linear(&h, &l.q_proj)?.reshape((b, t, hq, d))?;
-            let k = linear(&h, &l.k_proj)?.reshape((b, t, hkv, d))?;
-            let v = linear(&h, &l.v_proj)?.reshape((b, t, hkv, d))?;
+            let q = l.q_proj.forward(&h)?.reshape((b, t, hq, d))?;
+            let k = l.k_proj.forward(&h)?.reshape((b, t, hkv, d))?;
+            let v = l.v_proj.forward(&h)?.reshape((b, t, hkv, d))?;
             let q = ops::rope(&q, &cos, &sin)?;
             let k = ops::rope(&k, &cos, &sin)?;
             let (k, v) = match cache.as_deref_mut() {
@@ -118,10 +177,10 @@ impl Llama {
             };
             let a = ops::causal_attention(&q, &k, &v, scale)?; // (B, T, Hq, D)
             let a = a.reshape((b * t, hq * d))?;
-            x = (x + linear(&a, &l.o_proj)?)?;
+            x = (x + l.o_proj.forward(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            let g = ops::swiglu(&linear(&h, &l.gate_proj)?, &linear(&h, &l.up_proj)?)?; // (B * T, F)
-            x = (x + linear(&g, &l.down_proj)?)?;
+            let g = ops::swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?; // (B * T, F)
+            x = (x + l.down_proj.forward(&g)?)?;
         }
         if let Some(c) = cache {
             c.advance(t);
@@ -131,12 +190,12 @@ impl Llama {
 
     /// Next-token logits from hidden states: (N, C) -> (N, V).
     pub fn logits(&self, hidden: &Tensor) -> Result<Tensor> {
-        if self.score.is_some() {
-            return Err(crate::ModelError::Config(
+        match &self.head {
+            Some(h) => h.forward(hidden),
+            None => Err(crate::ModelError::Config(
                 "this is a scoring model (LlamaForSequenceClassification): it gives scores, not next-token logits".into(),
-            ));
+            )),
         }
-        linear(hidden, self.lm_head.as_ref().unwrap_or(&self.embed))
     }
 
     /// A scoring model's score of each row at its position `last[b]` (the last real
@@ -231,9 +290,9 @@ impl Llama {
         let mut x = self.embed.embedding(&Tensor::new(tokens, dev)?)?; // (B, C)
         for (i, l) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &l.input_norm, eps)?;
-            let q = ops::linear_rows(&h, &l.q_proj)?.reshape((1, b, hq, d))?;
-            let k = ops::linear_rows(&h, &l.k_proj)?.reshape((1, b, hkv, d))?;
-            let v = ops::linear_rows(&h, &l.v_proj)?.reshape((1, b, hkv, d))?;
+            let q = l.q_proj.forward_rows(&h)?.reshape((1, b, hq, d))?;
+            let k = l.k_proj.forward_rows(&h)?.reshape((1, b, hkv, d))?;
+            let v = l.v_proj.forward_rows(&h)?.reshape((1, b, hkv, d))?;
             let q = ops::rope(&q, &cos, &sin)?;
             let k = ops::rope(&k, &cos, &sin)?;
             let mut heads = Vec::with_capacity(b);
@@ -242,25 +301,19 @@ impl Llama {
                 heads.push(ops::causal_attention(&q.narrow(1, s, 1)?, &ks, &vs, scale)?);
             }
             let a = Tensor::cat(&heads, 1)?.reshape((b, hq * d))?; // (B, Hq * D)
-            x = (x + ops::linear_rows(&a, &l.o_proj)?)?;
+            x = (x + l.o_proj.forward_rows(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            let g = ops::swiglu(
-                &ops::linear_rows(&h, &l.gate_proj)?,
-                &ops::linear_rows(&h, &l.up_proj)?,
-            )?;
-            x = (x + ops::linear_rows(&g, &l.down_proj)?)?;
+            let g = ops::swiglu(&l.gate_proj.forward_rows(&h)?, &l.up_proj.forward_rows(&h)?)?;
+            x = (x + l.down_proj.forward_rows(&g)?)?;
         }
         for c in caches.iter_mut() {
             c.advance(1);
         }
         let x = ops::rms_norm(&x, &self.norm, eps)?;
-        if self.score.is_some() {
-            return self.logits(&x);
+        match &self.head {
+            Some(h) => h.forward_rows(&x),
+            None => self.logits(&x),
         }
-        Ok(ops::linear_rows(
-            &x,
-            self.lm_head.as_ref().unwrap_or(&self.embed),
-        )?)
     }
 
     /// A cache sized for this model.

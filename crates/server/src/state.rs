@@ -63,8 +63,7 @@ impl ServedModel {
     ) -> Result<Self> {
         let tok = Tokenizer::load(dir)
             .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
-        let (cfg, w) = checkpoint::load(dir, device)?;
-        let model = Llama::new(&cfg, &w, device)?;
+        let model = checkpoint::load_model(dir, device)?;
         Self::new(name, tok, model, max_batch, max_waiting)
     }
 }
