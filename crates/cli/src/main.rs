@@ -6,6 +6,7 @@ mod bench_serve;
 mod chat;
 mod data;
 mod detect;
+mod distill;
 mod dpo;
 mod eval;
 mod export;
@@ -57,6 +58,9 @@ enum Command {
     Pretrain(pretrain::Args),
     /// Fine-tune a pretrained checkpoint on dialogues (loss on the assistant's tokens only)
     Sft(sft::Args),
+    /// Train a small student on a large teacher's next-token distributions (knowledge
+    /// distillation on pretraining text)
+    Distill(distill::Args),
     /// Train a reward model on comparisons (or `reward score` to read its verdict on answers)
     Reward(reward::Command),
     /// Align a chat model by PPO against a reward model, under a KL leash to where it started
@@ -104,11 +108,14 @@ fn main() {
         )
         .with_writer(std::io::stderr)
         .init();
-    if !matches!(cli.command, Command::Pretrain(_) | Command::Sft(_)) {
+    if !matches!(
+        cli.command,
+        Command::Pretrain(_) | Command::Sft(_) | Command::Distill(_)
+    ) {
         if let Some((_, n)) = ferrochat_train::dist::launched().filter(|(_, n)| *n > 1) {
             eprintln!(
-                "error: started by an MPI launcher with {n} processes, but only `pretrain` and \
-                 `sft` train data-parallel: run this command as one process"
+                "error: started by an MPI launcher with {n} processes, but only `pretrain`, `sft` \
+                 and `distill` train data-parallel: run this command as one process"
             );
             std::process::exit(2);
         }
@@ -125,6 +132,10 @@ fn main() {
         Command::Sft(a) => {
             let out = a.output.clone();
             data_parallel(a.world_size, || sft::run(a), &out)
+        }
+        Command::Distill(a) => {
+            let out = a.output.clone();
+            data_parallel(a.world_size, || distill::run(a), &out)
         }
         Command::Reward(c) => {
             let out = c.sub.is_none().then(|| c.train.output.clone()).flatten();

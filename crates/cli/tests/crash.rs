@@ -159,8 +159,10 @@ fn pretraining_fine_tuning_and_ppo_survive_sigkill_at_random_points() {
         .args([
             "--max-new-tokens",
             "16",
+            // every iteration: the held-out evaluations before and after take a good
+            // share of the run, and kills must also land after a checkpoint
             "--checkpoint-every",
-            "2",
+            "1",
             "--val-prompts",
             "4",
         ])

@@ -157,5 +157,8 @@ fn several_ranks_need_a_launcher_and_a_training_command() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("only `pretrain` and `sft`"), "{err}");
+    assert!(
+        err.contains("only `pretrain`, `sft` and `distill`"),
+        "{err}"
+    );
 }

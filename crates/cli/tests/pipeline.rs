@@ -26,6 +26,24 @@ fn fails(cmd: &mut Command) -> String {
     err
 }
 
+/// Greedy text from a checkpoint, continuing "The capital of".
+fn greedy_from(model: &Path) -> String {
+    let o = bin()
+        .args([
+            "generate",
+            "--prompt",
+            "The capital of",
+            "--max-tokens",
+            "8",
+        ])
+        .args(["--temperature", "0", "--model"])
+        .arg(model)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// A small world, a tokenizer and shards.
 fn prepared(dir: &Path) -> PathBuf {
     common::prepared(dir, &common::SMALL)
@@ -501,6 +519,63 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
             .arg(tmp.path().join("sft_from_q8")),
     );
     assert!(err.contains("quantized model"), "{err}");
+
+    // distillation: a smaller student learns the base model's distributions; its loss
+    // against the teacher falls, and the teacher's own validation loss is reported
+    let student = tmp.path().join("student");
+    ok(bin()
+        .args([
+            "distill",
+            "--quiet",
+            "--student-preset",
+            "tiny",
+            "--steps",
+            "12",
+        ])
+        .args([
+            "--seq",
+            "64",
+            "--warmup",
+            "2",
+            "--eval-every",
+            "6",
+            "--temperature",
+            "2",
+        ])
+        .args(["--kl", "mix", "--hard-weight", "0.2", "--teacher"])
+        .arg(run.join("base"))
+        .arg("--data")
+        .arg(run.join("data"))
+        .arg("--output")
+        .arg(&student));
+    let steps: Vec<serde_json::Value> = std::fs::read_to_string(student.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kl: Vec<f64> = steps
+        .iter()
+        .filter(|v| v["kind"] == "step")
+        .map(|v| v["kl"].as_f64().unwrap())
+        .collect();
+    assert_eq!(kl.len(), 12);
+    assert!(
+        kl[11] < kl[0],
+        "the student drew nearer the teacher: {kl:?}"
+    );
+    let eval = steps.iter().rfind(|v| v["kind"] == "eval").unwrap();
+    assert!(eval["teacher_val_loss"].as_f64().unwrap() < eval["val_loss"].as_f64().unwrap());
+    assert!(greedy_from(&student).starts_with("The capital of"));
+    let err = fails(
+        bin()
+            .args(["distill", "--quiet", "--steps", "1", "--teacher"])
+            .arg(run.join("reward"))
+            .arg("--data")
+            .arg(run.join("data"))
+            .arg("--output")
+            .arg(tmp.path().join("student_of_rm")),
+    );
+    assert!(err.contains("scor"), "{err}");
 
     // speculative decoding: with a draft, greedy text is the model's own
     let greedy = |extra: &[&str]| {

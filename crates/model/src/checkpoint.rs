@@ -53,16 +53,31 @@ pub fn save(
     if staging.exists() {
         std::fs::remove_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
     }
-    std::fs::create_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
-    let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| io_err(dir, e))?;
-    std::fs::write(staging.join("config.json"), cfg_json).map_err(|e| io_err(&staging, e))?;
-    let mut meta = meta.clone();
-    meta.format_version = FORMAT_VERSION;
-    let meta_json = serde_json::to_string_pretty(&meta).map_err(|e| io_err(dir, e))?;
-    std::fs::write(staging.join("meta.json"), meta_json).map_err(|e| io_err(&staging, e))?;
-    save_tensors(&staging.join("model.safetensors"), tensors)?;
-    extra(&staging)?;
-    sync_dir_files(&staging)?;
+    let staged = (|| {
+        std::fs::create_dir_all(&staging).map_err(|e| io_err(&staging, e))?;
+        let cfg_json = serde_json::to_string_pretty(cfg).map_err(|e| io_err(dir, e))?;
+        std::fs::write(staging.join("config.json"), cfg_json).map_err(|e| io_err(&staging, e))?;
+        let mut meta = meta.clone();
+        meta.format_version = FORMAT_VERSION;
+        let meta_json = serde_json::to_string_pretty(&meta).map_err(|e| io_err(dir, e))?;
+        std::fs::write(staging.join("meta.json"), meta_json).map_err(|e| io_err(&staging, e))?;
+        save_tensors(&staging.join("model.safetensors"), tensors)?;
+        extra(&staging)?;
+        sync_dir_files(&staging)
+    })();
+    if let Err(e) = staged {
+        // a full disk or a read-only folder: free what was staged and say that the last
+        // checkpoint stands
+        let _ = std::fs::remove_dir_all(&staging);
+        let kept = if dir.join("config.json").exists() {
+            format!("the previous checkpoint in {} is untouched", dir.display())
+        } else {
+            "no earlier checkpoint was there".to_string()
+        };
+        return Err(ModelError::Io(format!(
+            "cannot write the checkpoint: {e}; {kept}"
+        )));
+    }
     // swap: dir -> old, staging -> dir, drop old
     if old.exists() {
         std::fs::remove_dir_all(&old).map_err(|e| io_err(&old, e))?;

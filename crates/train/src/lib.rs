@@ -1,6 +1,7 @@
 //! Training: the optimizer, schedules, checkpoints and resume, and one module per stage.
 
 pub mod dist;
+pub mod distill;
 pub mod dpo;
 pub mod epochs;
 pub mod hooks;
@@ -16,6 +17,7 @@ pub mod sft;
 pub mod state;
 pub mod trainer;
 
+pub use distill::{distill, DistillOptions, DistillSummary, KlKind};
 pub use dpo::{dpo, DpoOptions, DpoSummary};
 pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
 pub use pg::{Algo, ModelReward, PgInputs, PgOptions, PgSummary, Reward};

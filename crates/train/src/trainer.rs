@@ -95,6 +95,9 @@ impl<'a> Run<'a> {
         init: impl FnOnce() -> Result<(Config, HashMap<String, Tensor>)>,
     ) -> Result<Self> {
         let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        if dist::world().is_main() {
+            check_writable(out)?;
+        }
         let (cfg, w, state) = if resume && checkpoint::resolve(out).is_ok() {
             let (cfg, w) = checkpoint::load(out, device)?;
             let (state, opt_state) = TrainerState::load(&checkpoint::resolve(out)?, device)?;
@@ -358,6 +361,22 @@ impl<'a> Run<'a> {
         })?;
         Ok(())
     }
+}
+
+/// Fails now, not at the first checkpoint after minutes of training, when `out` cannot
+/// be written (a read-only folder, a full disk).
+fn check_writable(out: &Path) -> Result<()> {
+    let probe = out.join(".ferrochat-write-test");
+    let written = std::fs::create_dir_all(out)
+        .and_then(|()| std::fs::write(&probe, vec![0u8; 64 << 10]))
+        .and_then(|()| std::fs::remove_file(&probe));
+    written.map_err(|e| {
+        let _ = std::fs::remove_file(&probe);
+        TrainError::Io(format!(
+            "cannot write checkpoints into {}: {e}",
+            out.display()
+        ))
+    })
 }
 
 /// Drops metrics lines logged after the checkpoint a run resumes from.
