@@ -35,6 +35,7 @@ cargo build -q -p ferrochat-cli "${FEATURES[@]}"
 source scripts/pyenv.sh
 if ensure_pyenv torch transformers; then
   "$PYENV/bin/python" tests/interop/hf_parity.py --ferrochat target/debug/ferrochat
+  "$PYENV/bin/python" tests/interop/hf_import.py --ferrochat target/debug/ferrochat
 else
   echo "!!! SKIPPED: could not install torch + transformers from PyPI; the Hugging Face parity check did not run !!!" >&2
 fi

@@ -11,6 +11,7 @@ mod dpo;
 mod eval;
 mod export;
 mod generate;
+mod import;
 mod logits;
 mod pretrain;
 mod records;
@@ -88,6 +89,9 @@ enum Command {
     /// `export gguf`: one file for llama.cpp)
     #[command(subcommand)]
     Export(export::Command),
+    /// Bring a model in from another tool (`import hf`: a Hugging Face Llama folder)
+    #[command(subcommand)]
+    Import(import::Command),
     /// Quantize a checkpoint's weights to 8 or 4 bits for inference (generate, chat, eval,
     /// serve and bench read the folder it writes; llama.cpp reads its model.gguf)
     Quantize(export::QuantizeArgs),
@@ -156,6 +160,7 @@ fn main() {
         Command::Report(a) => report::run(a),
         Command::Export(c) => export::run(c),
         Command::Quantize(a) => export::quantize(a),
+        Command::Import(c) => import::run(c),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),
