@@ -84,12 +84,31 @@ pub struct QuantizeArgs {
 /// A quantized checkpoint folder: the config, tokenizer and meta of the original beside
 /// the weights as GGUF (the very file `export gguf` writes).
 pub fn quantize(a: QuantizeArgs) -> Result<()> {
-    let ty = GgufType::parse(&a.ty)?;
+    let src = checkpoint::resolve(&a.model)?;
+    let bytes = quantize_quiet(&src, &a.output, &a.ty)?;
+    let before = std::fs::metadata(src.join("model.safetensors"))
+        .map(|m| m.len())
+        .unwrap_or(0);
+    println!(
+        "quantized {} to {} ({}): {:.2} MB of weights, {:.2} MB before",
+        a.model.display(),
+        a.output.display(),
+        a.ty,
+        bytes as f64 / 1e6,
+        before as f64 / 1e6
+    );
+    Ok(())
+}
+
+/// Writes the quantized folder of `model` into `out` (new or empty); returns the size of
+/// its weights file.
+pub fn quantize_quiet(model: &Path, out: &Path, ty: &str) -> Result<usize> {
+    let ty = GgufType::parse(ty)?;
     if ty == GgufType::F32 {
         bail!("--type f32 is the checkpoint as it is: quantize to q8_0, q4_0 or f16");
     }
-    let src = checkpoint::resolve(&a.model)?;
-    empty_folder(&a.output)?;
+    let src = checkpoint::resolve(model)?;
+    empty_folder(out)?;
     let bytes = gguf(&src, ty)?;
     for f in [
         "config.json",
@@ -99,26 +118,14 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     ] {
         let from = src.join(f);
         if from.exists() {
-            std::fs::copy(&from, a.output.join(f)).with_context(|| {
-                format!("cannot copy {} to {}", from.display(), a.output.display())
-            })?;
+            std::fs::copy(&from, out.join(f))
+                .with_context(|| format!("cannot copy {} to {}", from.display(), out.display()))?;
         }
     }
-    let file = a.output.join(gguf::QUANTIZED_FILE);
+    let file = out.join(gguf::QUANTIZED_FILE);
     ferrochat_text::write_atomic(&file, &bytes)
         .with_context(|| format!("cannot write {}", file.display()))?;
-    let before = std::fs::metadata(src.join("model.safetensors"))
-        .map(|m| m.len())
-        .unwrap_or(0);
-    println!(
-        "quantized {} to {} ({}): {:.2} MB of weights, {:.2} MB before",
-        a.model.display(),
-        a.output.display(),
-        a.ty,
-        bytes.len() as f64 / 1e6,
-        before as f64 / 1e6
-    );
-    Ok(())
+    Ok(bytes.len())
 }
 
 /// Refuses a folder that holds anything, then makes sure it exists.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
-use crate::pretrain::evaluate;
+use crate::pretrain::{bpb, evaluate};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trainer::{LoopOptions, Micro, Run};
 use crate::{Result, TrainError};
@@ -288,9 +288,11 @@ pub fn distill(
         hooks,
         micro,
         |m, step| {
+            let val_loss = evaluate(m, &val, b, t, opts.eval_batches, device)?;
             let mut r = EvalReport {
                 step,
-                val_loss: evaluate(m, &val, b, t, opts.eval_batches, device)?,
+                val_loss,
+                val_bpb: Some(bpb(val_loss, val.bytes_per_token())),
                 ..Default::default()
             };
             r.stats.insert("teacher_val_loss".into(), teacher_val_loss);

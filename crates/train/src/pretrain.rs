@@ -222,7 +222,7 @@ pub fn pretrain(
     })
 }
 
-fn bpb(loss_nats: f64, bytes_per_token: f64) -> f64 {
+pub(crate) fn bpb(loss_nats: f64, bytes_per_token: f64) -> f64 {
     loss_nats / std::f64::consts::LN_2 / bytes_per_token.max(1e-9)
 }
 

@@ -227,6 +227,34 @@ pub fn run(a: Args) -> Result<()> {
     }
     report.serve = Some((best.1.to_string(), figures));
     report.times.push(("serve", t.elapsed().as_secs_f64()));
+
+    stage(a.quiet, "compress (8- and 4-bit weights)");
+    let t = Instant::now();
+    let weights = best.2.join("model.safetensors");
+    let mut rows = vec![report::Compressed {
+        kind: "f32",
+        bytes: std::fs::metadata(&weights).map(|m| m.len()).unwrap_or(0),
+        score: best.0,
+        decode_tokens_per_sec: decode_speed(&best.2, &a.device)?,
+    }];
+    for kind in ["q8_0", "q4_0"] {
+        let dir = out.join(format!("{}-{kind}", best.1.to_lowercase()));
+        if dir.exists() {
+            std::fs::remove_dir_all(&dir).with_context(|| format!("removing {}", dir.display()))?;
+        }
+        crate::export::quantize_quiet(&best.2, &dir, kind)?;
+        let o = crate::eval::eval_model(&dir, &items, &eval_args)?;
+        rows.push(report::Compressed {
+            kind,
+            bytes: std::fs::metadata(dir.join(ferrochat_model::gguf::QUANTIZED_FILE))
+                .map(|m| m.len())
+                .unwrap_or(0),
+            score: o.card.overall.mean_score,
+            decode_tokens_per_sec: decode_speed(&dir, &a.device)?,
+        });
+    }
+    report.compressed = Some((best.1.to_string(), rows));
+    report.times.push(("compress", t.elapsed().as_secs_f64()));
     report.total_secs = t0.elapsed().as_secs_f64();
     let md = report.markdown(&a, &p);
     let summary = out.join("speedrun.md");
@@ -286,6 +314,28 @@ const SAMPLE_PROMPTS: [&str; 4] = [
     "法国的首都是",
     "三加四等于",
 ];
+
+/// Greedy decoding speed of a checkpoint at batch 1 (median of 3 runs of 128 tokens).
+fn decode_speed(dir: &Path, device: &str) -> Result<f64> {
+    let (tok, model, _) = crate::runtime::open_model(dir, device)?;
+    let mut ids = vec![tok.special().bos];
+    ids.extend(tok.encode("The capital of France is")?);
+    let opts = ferrochat_engine::GenerateOptions {
+        max_new_tokens: 128,
+        sampling: ferrochat_engine::SamplingParams::greedy(),
+        seed: 0,
+        stop: vec![],
+        watermark: None,
+    };
+    let mut runs = Vec::new();
+    for _ in 0..4 {
+        let g = ferrochat_engine::generate(&model, &ids, &opts, |_| true)?;
+        runs.push(g.decode_tokens_per_sec());
+    }
+    runs.remove(0); // warm-up
+    runs.sort_by(f64::total_cmp);
+    Ok(runs[1])
+}
 
 fn samples(base: &Path, device: &str) -> Result<Vec<(String, String)>> {
     let (tok, model, _) = crate::runtime::open_model(base, device)?;

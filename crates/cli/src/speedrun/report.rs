@@ -6,6 +6,14 @@ use ferrochat_train::PgSummary;
 use super::plan::Plan;
 use super::Args;
 
+/// One weight type of the best chat model: its size, judged score and decode speed.
+pub struct Compressed {
+    pub kind: &'static str,
+    pub bytes: u64,
+    pub score: f64,
+    pub decode_tokens_per_sec: f64,
+}
+
 #[derive(Default)]
 pub struct Report {
     pub world: Option<String>,
@@ -25,6 +33,8 @@ pub struct Report {
     pub wins: Vec<(&'static str, WinRate)>,
     /// The best model served: `bench serve`'s figures and the model's name.
     pub serve: Option<(String, serde_json::Value)>,
+    /// The best model quantized: its name and one row per weight type.
+    pub compressed: Option<(String, Vec<Compressed>)>,
     pub times: Vec<(&'static str, f64)>,
     pub total_secs: f64,
 }
@@ -113,6 +123,21 @@ impl Report {
                 r["speedup_requests_per_sec"].as_f64().unwrap_or(f64::NAN),
                 r["ttft_p50_ratio"].as_f64().unwrap_or(f64::NAN),
             );
+        }
+        if let Some((name, rows)) = &self.compressed {
+            s += &format!(
+                "\n## Compression\n\nThe best chat model ({name}) with its weight matrices quantized by `ferrochat quantize` (blocks of 32 weights with one scale; llama.cpp runs the same `model.gguf`), judged on the same prompts and decoding greedily at batch 1:\n\n\
+                 | weights | size | judged score | decode tokens/s |\n|---|---|---|---|\n"
+            );
+            for r in rows {
+                s += &format!(
+                    "| {} | {:.2} MB | {:.3} | {:.0} |\n",
+                    r.kind,
+                    r.bytes as f64 / 1e6,
+                    r.score,
+                    r.decode_tokens_per_sec
+                );
+            }
         }
         s
     }
