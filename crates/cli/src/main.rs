@@ -14,6 +14,7 @@ mod generate;
 mod import;
 mod logits;
 mod pretrain;
+mod prune;
 mod records;
 mod report;
 mod reward;
@@ -92,6 +93,9 @@ enum Command {
     /// Bring a model in from another tool (`import hf`: a Hugging Face Llama folder)
     #[command(subcommand)]
     Import(import::Command),
+    /// Prune a checkpoint: zero the least important weights (magnitude, Wanda) or remove
+    /// whole MLP channels (smaller and faster)
+    Prune(prune::Args),
     /// Quantize a checkpoint's weights to 8 or 4 bits for inference (generate, chat, eval,
     /// serve and bench read the folder it writes; llama.cpp reads its model.gguf)
     Quantize(export::QuantizeArgs),
@@ -108,9 +112,11 @@ fn main() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(log_filter(&cli.command))),
         )
         .with_writer(std::io::stderr)
+        // colours for a terminal, plain lines for a log file
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     if !matches!(
         cli.command,
@@ -161,6 +167,7 @@ fn main() {
         Command::Export(c) => export::run(c),
         Command::Quantize(a) => export::quantize(a),
         Command::Import(c) => import::run(c),
+        Command::Prune(a) => prune::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),
@@ -189,4 +196,19 @@ fn data_parallel(
         report::refresh(out);
     }
     Ok(())
+}
+
+/// Warnings only, plus the server's request and prompt logs when asked for (`RUST_LOG`
+/// overrides all of it).
+fn log_filter(command: &Command) -> String {
+    let mut f = String::from("warn");
+    if let Command::Serve(a) = command {
+        if a.access_log {
+            f += ",ferrochat::access=info";
+        }
+        if a.log_prompts {
+            f += ",ferrochat::prompts=info";
+        }
+    }
+    f
 }

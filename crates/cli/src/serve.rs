@@ -66,6 +66,14 @@ pub struct Args {
     /// Watermark every answer (detect it with `ferrochat detect --key`)
     #[command(flatten)]
     pub watermark: crate::runtime::WatermarkArgs,
+    /// Log one line per request to stderr: method, route, status, milliseconds (never a
+    /// key, a query string or a body)
+    #[arg(long)]
+    pub access_log: bool,
+    /// Also log the messages and prompts of completion requests (people's text: only
+    /// when you mean to keep it)
+    #[arg(long)]
+    pub log_prompts: bool,
 }
 
 fn named(spec: &str) -> Result<(String, PathBuf)> {
@@ -129,6 +137,8 @@ pub fn run(a: Args) -> Result<()> {
         max_body_bytes: a.max_body_bytes,
         cors_origins: a.cors_origin.clone(),
         watermark: a.watermark.get()?,
+        access_log: a.access_log,
+        log_prompts: a.log_prompts,
     };
     let mut state = AppState::new(models, config).with_auth(Auth::new(&keys, a.rate_limit));
     if !a.no_db {

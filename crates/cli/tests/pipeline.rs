@@ -580,6 +580,50 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("scor"), "{err}");
 
+    // prune: Wanda zeroes half of each row (measured on the shards), channel pruning
+    // shrinks the MLP; both folders load and generate
+    let wanda = tmp.path().join("wanda");
+    let said = ok(bin()
+        .args(["prune", "--method", "wanda", "--sparsity", "0.5", "--model"])
+        .arg(run.join("chat"))
+        .arg("--data")
+        .arg(run.join("data"))
+        .arg("--output")
+        .arg(&wanda));
+    assert!(
+        said.contains("50.0% of the block projections' weights are zero"),
+        "{said}"
+    );
+    let narrow = tmp.path().join("narrow");
+    let said = ok(bin()
+        .args([
+            "prune",
+            "--method",
+            "mlp-channels",
+            "--sparsity",
+            "0.5",
+            "--model",
+        ])
+        .arg(run.join("chat"))
+        .arg("--output")
+        .arg(&narrow));
+    assert!(said.contains("channels per block"), "{said}");
+    let (c0, _) =
+        ferrochat_model::checkpoint::load(&run.join("chat"), &candle_core::Device::Cpu).unwrap();
+    let (c1, _) = ferrochat_model::checkpoint::load(&narrow, &candle_core::Device::Cpu).unwrap();
+    assert!(c1.intermediate_size < c0.intermediate_size && c1.num_params() < c0.num_params());
+    for m in [&wanda, &narrow] {
+        assert!(greedy_from(m).starts_with("The capital of"));
+    }
+    let err = fails(
+        bin()
+            .args(["prune", "--method", "wanda", "--model"])
+            .arg(run.join("chat"))
+            .arg("--output")
+            .arg(tmp.path().join("wanda_without_data")),
+    );
+    assert!(err.contains("--data"), "{err}");
+
     // speculative decoding: with a draft, greedy text is the model's own
     let greedy = |extra: &[&str]| {
         ok(bin()

@@ -17,6 +17,8 @@ use serde_json::{json, Value};
 struct Served {
     child: Child,
     addr: String,
+    /// Everything the server wrote to stderr so far.
+    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Drop for Served {
@@ -27,11 +29,16 @@ impl Drop for Served {
 }
 
 fn serve(model: &Path, db: &Path) -> Served {
+    serve_with(model, db, &[])
+}
+
+fn serve_with(model: &Path, db: &Path, extra: &[&str]) -> Served {
     let mut child = common::bin()
         .args(["serve", "--port", "0", "--model"])
         .arg(format!("chat={}", model.display()))
         .arg("--db")
         .arg(db)
+        .args(extra)
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
@@ -46,8 +53,14 @@ fn serve(model: &Path, db: &Path) -> Served {
         }
     };
     // keep draining stderr so the server never blocks on it
-    std::thread::spawn(move || for _ in lines {});
-    Served { child, addr }
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        for l in lines.map_while(Result::ok) {
+            sink.lock().unwrap().push(l);
+        }
+    });
+    Served { child, addr, log }
 }
 
 /// One HTTP/1.1 request on a fresh connection: (status, body).
@@ -234,6 +247,69 @@ fn sigterm_stops_the_server_cleanly() {
         std::thread::sleep(Duration::from_millis(20));
     };
     assert!(status.success(), "{status:?}");
+}
+
+/// POSTs a chat request with a key; returns the status.
+fn ask(addr: &str, key: &str, text: &str) -> u16 {
+    let body =
+        json!({"model": "chat", "messages": [{"role": "user", "content": text}], "max_tokens": 3})
+            .to_string();
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    write!(
+        s,
+        "POST /v1/chat/completions?tag=q HTTP/1.1\r\nHost: {addr}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out.split(' ').nth(1).unwrap().parse().unwrap()
+}
+
+/// The server's log once a line containing `want` has arrived (or after 10 s).
+fn log_with(server: &Served, want: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let text = server.log.lock().unwrap().join("\n");
+        if text.contains(want) || t.elapsed() > Duration::from_secs(10) {
+            return text;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn logs_hold_no_key_and_no_prompt_unless_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("chat");
+    common::checkpoint_dir(&model);
+    let (key, secret) = ("sk-very-secret-key", "my bank PIN is 4921");
+    let server = serve_with(
+        &model,
+        &dir.path().join("a.db"),
+        &["--api-key", key, "--access-log"],
+    );
+    assert_eq!(ask(&server.addr, key, secret), 200);
+    assert_eq!(ask(&server.addr, "sk-wrong", secret), 401);
+    let log = log_with(&server, "POST /v1/chat/completions 401");
+    assert!(log.contains("POST /v1/chat/completions 200"), "{log}");
+    assert!(log.contains("POST /v1/chat/completions 401"), "{log}");
+    for hidden in [key, "sk-wrong", secret, "tag=q"] {
+        assert!(!log.contains(hidden), "the log shows {hidden:?}:\n{log}");
+    }
+    drop(server);
+
+    // asked for, the prompts are logged (the keys still not)
+    let server = serve_with(
+        &model,
+        &dir.path().join("b.db"),
+        &["--api-key", key, "--access-log", "--log-prompts"],
+    );
+    assert_eq!(ask(&server.addr, key, secret), 200);
+    let log = log_with(&server, secret);
+    assert!(log.contains(secret), "{log}");
+    assert!(!log.contains(key), "{log}");
 }
 
 #[test]

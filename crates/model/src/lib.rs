@@ -8,6 +8,7 @@ pub mod gguf;
 pub mod linear;
 pub mod llama;
 pub mod ops;
+pub mod prune;
 pub mod weights;
 
 pub use cache::KvCache;

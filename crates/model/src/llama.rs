@@ -147,7 +147,19 @@ impl Llama {
 
     /// Final hidden states after the last norm: ids (B, T) u32 -> (B * T, C).
     /// `cache` continues a sequence whose first tokens were already seen.
-    pub fn hidden(&self, ids: &Tensor, mut cache: Option<&mut KvCache>) -> Result<Tensor> {
+    pub fn hidden(&self, ids: &Tensor, cache: Option<&mut KvCache>) -> Result<Tensor> {
+        self.hidden_probed(ids, cache, &mut |_, _, _| Ok(()))
+    }
+
+    /// [`Llama::hidden`], showing `probe` what enters each layer's projections:
+    /// (layer, the weight it enters, (B * T, in)). Activation-aware pruning measures the
+    /// inputs this way.
+    pub fn hidden_probed(
+        &self,
+        ids: &Tensor,
+        mut cache: Option<&mut KvCache>,
+        probe: &mut dyn FnMut(usize, &str, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
         if pos + t > self.cfg.max_position_embeddings {
@@ -166,6 +178,7 @@ impl Llama {
         let mut x = self.embed.embedding(&ids.flatten_all()?)?; // (B * T, C)
         for (i, l) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &l.input_norm, eps)?;
+            probe(i, "self_attn.qkv", &h)?;
             let q = l.q_proj.forward(&h)?.reshape((b, t, hq, d))?;
             let k = l.k_proj.forward(&h)?.reshape((b, t, hkv, d))?;
             let v = l.v_proj.forward(&h)?.reshape((b, t, hkv, d))?;
@@ -177,9 +190,12 @@ impl Llama {
             };
             let a = ops::causal_attention(&q, &k, &v, scale)?; // (B, T, Hq, D)
             let a = a.reshape((b * t, hq * d))?;
+            probe(i, "self_attn.o_proj", &a)?;
             x = (x + l.o_proj.forward(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
+            probe(i, "mlp.gate_up", &h)?;
             let g = ops::swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?; // (B * T, F)
+            probe(i, "mlp.down_proj", &g)?;
             x = (x + l.down_proj.forward(&g)?)?;
         }
         if let Some(c) = cache {

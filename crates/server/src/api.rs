@@ -108,6 +108,9 @@ pub async fn chat_completions(State(st): State<Shared>, req: Request) -> ApiResu
     let mut gen = r.sampling.check(&st.config.limits)?;
     gen.watermark = st.config.watermark;
     let messages = openai::messages(&r.messages, &st.config.limits)?;
+    if st.config.log_prompts {
+        tracing::info!(target: "ferrochat::prompts", "{} {:?}", m.name, messages);
+    }
     let encode_err = |e: ferrochat_tokenizer::TokenizerError| {
         ApiError::param("messages", format!("cannot encode the messages: {e}"))
     };
@@ -166,6 +169,9 @@ pub async fn completions(State(st): State<Shared>, req: Request) -> ApiResult<Re
         let ids = match p {
             // text continues a document, which starts with <|bos|> as in pretraining
             PromptIn::Text(t) => {
+                if st.config.log_prompts {
+                    tracing::info!(target: "ferrochat::prompts", "{} {t:?}", m.name);
+                }
                 let mut ids = vec![m.tokenizer.special().bos];
                 ids.extend(m.tokenizer.encode(&t).map_err(|e| {
                     ApiError::param("prompt", format!("cannot encode the prompt: {e}"))

@@ -142,15 +142,25 @@ async fn authorize(State(st): State<Arc<AppState>>, req: Request, next: Next) ->
     }
 }
 
-/// Counts every request by route and status.
+/// Counts every request by route and status (and logs it when asked).
 async fn count(State(st): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     let route = req
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
+    let method = req.method().clone();
+    let t = std::time::Instant::now();
     let res = next.run(req).await;
     st.metrics.request(&route, res.status().as_u16());
+    if st.config.access_log {
+        tracing::info!(
+            target: "ferrochat::access",
+            "{method} {route} {} {:.1}ms",
+            res.status().as_u16(),
+            t.elapsed().as_secs_f64() * 1e3
+        );
+    }
     res
 }
 

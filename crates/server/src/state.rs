@@ -78,6 +78,12 @@ pub struct ServerConfig {
     pub cors_origins: Vec<String>,
     /// Planted in every answer when set.
     pub watermark: Option<ferrochat_engine::Watermark>,
+    /// One log line per request (method, route, status, milliseconds) at info level,
+    /// target `ferrochat::access`: never a key, a query string or a body.
+    pub access_log: bool,
+    /// Also log the messages of each completion request (target `ferrochat::prompts`):
+    /// what people type, so only when asked.
+    pub log_prompts: bool,
 }
 
 impl Default for ServerConfig {
@@ -87,6 +93,8 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             cors_origins: Vec::new(),
             watermark: None,
+            access_log: false,
+            log_prompts: false,
         }
     }
 }
