@@ -13,14 +13,14 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor, D};
-use ferrochat_model::{checkpoint, ops, weights, Config, Llama};
+use ferrochat_model::{checkpoint, ops, Llama};
 use ferrochat_text::{Split, TokenShards};
 use ferrochat_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
-use crate::pretrain::{bpb, evaluate};
+use crate::pretrain::{bpb, evaluate, fresh_model};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trainer::{LoopOptions, Micro, Run};
 use crate::{Result, TrainError};
@@ -211,12 +211,15 @@ pub fn distill(
         )));
     }
     let init = || {
-        let mut cfg = Config::preset(&opts.student_preset, vocab, opts.seq_len)?;
-        let s = tokenizer.special();
-        (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
-            (Some(s.bos), Some(s.end), Some(s.pad));
-        let w = weights::init_weights(&cfg, opts.seed, device)?;
-        Ok((cfg, w))
+        let tied = true;
+        fresh_model(
+            &opts.student_preset,
+            tokenizer,
+            opts.seq_len,
+            tied,
+            opts.seed,
+            device,
+        )
     };
     let adam = AdamWConfig {
         weight_decay: opts.weight_decay,

@@ -129,13 +129,14 @@ pub fn pretrain(
     }
 
     let init = || {
-        let mut cfg = Config::preset(&opts.preset, vocab, opts.seq_len)?;
-        cfg.tie_word_embeddings = opts.tie_embeddings;
-        let s = tokenizer.special();
-        (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
-            (Some(s.bos), Some(s.end), Some(s.pad));
-        let w = weights::init_weights(&cfg, opts.seed, device)?;
-        Ok((cfg, w))
+        fresh_model(
+            &opts.preset,
+            tokenizer,
+            opts.seq_len,
+            opts.tie_embeddings,
+            opts.seed,
+            device,
+        )
     };
     let adam = AdamWConfig {
         weight_decay: opts.weight_decay,
@@ -220,6 +221,25 @@ pub fn pretrain(
         tokens_per_sec: run.tokens as f64 / elapsed.max(1e-9),
         elapsed_secs: elapsed,
     })
+}
+
+/// A new model of `preset` for `tokenizer`'s vocabulary and chat tokens, with seeded
+/// initial weights: where pretraining and distillation start.
+pub(crate) fn fresh_model(
+    preset: &str,
+    tokenizer: &Tokenizer,
+    seq_len: usize,
+    tie_embeddings: bool,
+    seed: u64,
+    device: &Device,
+) -> Result<(Config, std::collections::HashMap<String, Tensor>)> {
+    let mut cfg = Config::preset(preset, tokenizer.vocab_size(), seq_len)?;
+    cfg.tie_word_embeddings = tie_embeddings;
+    let s = tokenizer.special();
+    (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
+        (Some(s.bos), Some(s.end), Some(s.pad));
+    let w = weights::init_weights(&cfg, seed, device)?;
+    Ok((cfg, w))
 }
 
 pub(crate) fn bpb(loss_nats: f64, bytes_per_token: f64) -> f64 {
