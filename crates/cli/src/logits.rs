@@ -30,7 +30,14 @@ pub fn run(a: Args) -> Result<()> {
     match a.output {
         Some(p) => std::fs::write(&p, json.to_string())
             .with_context(|| format!("writing {}", p.display()))?,
-        None => println!("{json}"),
+        None => {
+            // a reader that stops early (`| head`) is not an error
+            use std::io::Write;
+            match writeln!(std::io::stdout().lock(), "{json}") {
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => {}
+                r => r.context("writing the logits to stdout")?,
+            }
+        }
     }
     Ok(())
 }
