@@ -128,8 +128,9 @@ pub fn quantize_quiet(model: &Path, out: &Path, ty: &str) -> Result<usize> {
     Ok(bytes.len())
 }
 
-/// Refuses a folder that holds anything, then makes sure it exists.
-fn empty_folder(out: &Path) -> Result<()> {
+/// Refuses a folder that holds anything, then makes sure it exists: where a command
+/// writes a new checkpoint or export.
+pub fn empty_folder(out: &Path) -> Result<()> {
     if out.exists()
         && std::fs::read_dir(out)
             .with_context(|| format!("cannot read {}", out.display()))?

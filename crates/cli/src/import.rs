@@ -119,9 +119,7 @@ fn import_hf(src: &Path, out: &Path) -> Result<Imported> {
         (Some(s.bos), Some(s.end), Some(s.pad));
     weights::check_weights(&cfg, &w, &src.display().to_string())?;
 
-    if out.exists() && std::fs::read_dir(out)?.next().is_some() {
-        bail!("{} is not empty: import into a new folder", out.display());
-    }
+    crate::export::empty_folder(out)?;
     // newer transformers write the template to its own file, older ones into the config
     let template = std::fs::read_to_string(src.join("chat_template.jinja"))
         .ok()

@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, Result};
 use candle_core::{Device, Tensor};
 use ferrochat_model::prune::{self, Score};
 use ferrochat_model::{checkpoint, Llama};
@@ -52,20 +52,13 @@ pub fn run(a: Args) -> Result<()> {
     let src = checkpoint::resolve(&a.model)?;
     let (mut cfg, mut w) = checkpoint::load(&src, &Device::Cpu)?;
     let tok = Tokenizer::load(&src)?;
-    if a.output.exists()
-        && std::fs::read_dir(&a.output)
-            .with_context(|| format!("cannot read {}", a.output.display()))?
-            .next()
-            .is_some()
-    {
-        bail!(
-            "{} is not empty: prune into a new folder",
-            a.output.display()
-        );
-    }
     if !(0.0..1.0).contains(&a.sparsity) {
         bail!("--sparsity is a share in [0, 1)");
     }
+    if a.method == Method::Wanda && a.data.is_none() {
+        bail!("--method wanda weighs weights by their inputs: give --data SHARDS to measure them")
+    }
+    crate::export::empty_folder(&a.output)?;
     let norms = match &a.data {
         Some(data) => {
             let shards = TokenShards::open(data, Split::Train)?;
@@ -79,11 +72,6 @@ pub fn run(a: Args) -> Result<()> {
                 })
                 .collect::<Result<Vec<_>>>()?;
             Some(prune::input_norms(&model, &batches)?)
-        }
-        None if a.method == Method::Wanda => {
-            bail!(
-                "--method wanda weighs weights by their inputs: give --data SHARDS to measure them"
-            )
         }
         None => None,
     };

@@ -9,17 +9,8 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
-use common::{bin, run_ok};
+use common::{bin, logits, run_ok};
 use rand::{Rng, SeedableRng};
-
-fn logits(dir: &Path) -> String {
-    let o = run_ok(
-        bin()
-            .args(["logits", "--prompt", "Paris is", "--model"])
-            .arg(dir),
-    );
-    String::from_utf8(o.stdout).unwrap()
-}
 
 /// Runs `stage(resume)` to the end once unbroken, then again killed `kills` times at
 /// random points and resumed; compares the two.

@@ -8,7 +8,7 @@ mod common;
 use std::path::Path;
 use std::process::Command;
 
-use common::{bin, run_ok};
+use common::{bin, logits, run_ok};
 
 fn mpirun(np: usize) -> Command {
     let mut c = Command::new("mpirun");
@@ -90,14 +90,6 @@ fn two_ranks_train_like_one_process_with_the_same_global_batch() {
     pretrain(&mut c, "4", &resumed, "30");
     run_ok(c.arg("--resume"));
     assert_close(&losses(&resumed), &l2, "resumed vs unbroken, 2 ranks");
-    let logits = |dir: &Path| {
-        let o = run_ok(
-            bin()
-                .args(["logits", "--prompt", "Paris is", "--model"])
-                .arg(dir),
-        );
-        String::from_utf8(o.stdout).unwrap()
-    };
     assert_eq!(logits(&resumed), logits(&two));
 
     // a resume with another number of ranks would change the global batch: refused

@@ -8,7 +8,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use common::{bin, run_ok};
+use common::{bin, logits};
 
 /// A tmpfs of `size` at `at`, unmounted on drop.
 struct Mount(PathBuf);
@@ -75,14 +75,6 @@ fn a_full_disk_or_a_read_only_folder_stops_the_run_and_keeps_the_last_checkpoint
             c.arg("--resume");
         }
         c.output().unwrap()
-    };
-    let logits = |dir: &Path| {
-        let o = run_ok(
-            bin()
-                .args(["logits", "--prompt", "Paris is", "--model"])
-                .arg(dir),
-        );
-        String::from_utf8(o.stdout).unwrap()
     };
 
     // 2 MB hold one checkpoint of this model (1.9 MB with the optimizer state) but not

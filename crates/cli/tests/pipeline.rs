@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 mod common;
-use common::bin;
+use common::{bin, logits};
 
 fn ok(cmd: &mut Command) -> String {
     String::from_utf8_lossy(&common::run_ok(cmd).stdout).into_owned()
@@ -139,12 +139,6 @@ fn pretraining_learns_resumes_exactly_and_refuses_bad_input() {
             "{key} after resume"
         );
     }
-    let logits = |dir: &Path| {
-        ok(bin()
-            .args(["logits", "--prompt", "Paris is"])
-            .arg("--model")
-            .arg(dir))
-    };
     assert_eq!(
         logits(&killed),
         logits(&unbroken),
@@ -798,12 +792,6 @@ fn fine_tuning_learns_answers_reports_bad_dialogues_and_resumes_exactly() {
     child.kill().unwrap();
     child.wait().unwrap();
     ok(sft(&base, &dialogues, &killed, 12).arg("--resume"));
-    let logits = |dir: &Path| {
-        ok(bin()
-            .args(["logits", "--prompt", "Paris is"])
-            .arg("--model")
-            .arg(dir))
-    };
     assert_eq!(logits(&killed), logits(&unbroken), "resumed SFT differs");
     // a pretraining folder is not an SFT run to resume
     let clean = tmp.path().join("world/sft.jsonl");

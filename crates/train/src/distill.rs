@@ -14,13 +14,12 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor, D};
 use ferrochat_model::{checkpoint, ops, Llama};
-use ferrochat_text::{Split, TokenShards};
 use ferrochat_tokenizer::Tokenizer;
 use serde::{Deserialize, Serialize};
 
 use crate::hooks::{EvalReport, Hooks};
 use crate::optim::AdamWConfig;
-use crate::pretrain::{bpb, evaluate, fresh_model};
+use crate::pretrain::{bpb, evaluate, fresh_model, open_shards, rank_batch};
 use crate::schedule::{Schedule, ScheduleKind};
 use crate::trainer::{LoopOptions, Micro, Run};
 use crate::{Result, TrainError};
@@ -201,15 +200,7 @@ pub fn distill(
             teacher.config().vocab_size
         )));
     }
-    let train = TokenShards::open(data, Split::Train)?;
-    let val = TokenShards::open(data, Split::Val)?;
-    if train.manifest().vocab_size as usize != vocab {
-        return Err(TrainError::Data(format!(
-            "the shards in {} were made with another vocabulary ({}) than the teacher's ({vocab})",
-            data.display(),
-            train.manifest().vocab_size
-        )));
-    }
+    let (train, val) = open_shards(data, vocab)?;
     let init = || {
         let tied = true;
         fresh_model(
@@ -245,7 +236,7 @@ pub fn distill(
         decay_frac: 0.2,
     };
     let (b, t) = (opts.batch_size, opts.seq_len);
-    let (rank, ranks) = (run.world.rank(), run.world.size());
+    let world = run.world;
     let teacher_val_loss = evaluate(&teacher, &val, b, t, opts.eval_batches, device)?;
     hooks.message(&format!(
         "teacher {} ({:.2}M parameters): validation loss {teacher_val_loss:.3}",
@@ -261,10 +252,8 @@ pub fn distill(
         checkpoint_every: opts.checkpoint_every,
     };
     let micro = |m: &Llama, rng: &mut rand_chacha::ChaCha8Rng, _step: u64| {
-        let part = rank * b..(rank + 1) * b;
-        let (x, y) = train.random_batch_part(rng, b * ranks, t, part)?;
-        let x = Tensor::from_vec(x, (b, t), device)?;
-        let y = Tensor::from_vec(y, (b * t,), device)?;
+        let (x, y) = rank_batch(&train, rng, world, b, t, device)?;
+        let y = y.flatten_all()?; // (B * T)
         let teacher_logits = teacher.forward(&x)?.detach(); // (B * T, V)
         let logits = m.forward(&x)?; // (B * T, V)
         let kl = kl_loss(

@@ -116,17 +116,8 @@ pub fn pretrain(
     hooks: &mut dyn Hooks,
 ) -> Result<PretrainSummary> {
     opts.check()?;
-    let train = TokenShards::open(data, Split::Train)?;
-    let val = TokenShards::open(data, Split::Val)?;
     let vocab = tokenizer.vocab_size();
-    if train.manifest().vocab_size as usize != vocab {
-        return Err(TrainError::Data(format!(
-            "the shards in {} were made with a vocabulary of {} but the tokenizer has {vocab}: \
-             run `ferrochat data prepare` again with this tokenizer",
-            data.display(),
-            train.manifest().vocab_size
-        )));
-    }
+    let (train, val) = open_shards(data, vocab)?;
 
     let init = || {
         fresh_model(
@@ -163,7 +154,7 @@ pub fn pretrain(
     };
     let unigram_loss = unigram_baseline(&train, &val, vocab);
     let (b, t) = (opts.batch_size, opts.seq_len);
-    let (rank, ranks) = (run.world.rank(), run.world.size());
+    let world = run.world;
     let lo = LoopOptions {
         steps: opts.steps,
         grad_accum: opts.grad_accum,
@@ -177,11 +168,7 @@ pub fn pretrain(
         &schedule,
         hooks,
         |rng, _| {
-            // one global batch of `b` rows per rank; this rank reads its own rows
-            let part = rank * b..(rank + 1) * b;
-            let (x, y) = train.random_batch_part(rng, b * ranks, t, part)?;
-            let x = Tensor::from_vec(x, (b, t), device)?;
-            let y = Tensor::from_vec(y, (b, t), device)?;
+            let (x, y) = rank_batch(&train, rng, world, b, t, device)?;
             Ok((x, y, (b * t) as u64))
         },
         |m, step| {
@@ -221,6 +208,40 @@ pub fn pretrain(
         tokens_per_sec: run.tokens as f64 / elapsed.max(1e-9),
         elapsed_secs: elapsed,
     })
+}
+
+/// The train and validation splits of the shards in `data`, refused when they were made
+/// with another vocabulary than the `vocab` tokens of the tokenizer in use.
+pub(crate) fn open_shards(data: &Path, vocab: usize) -> Result<(TokenShards, TokenShards)> {
+    let train = TokenShards::open(data, Split::Train)?;
+    let val = TokenShards::open(data, Split::Val)?;
+    if train.manifest().vocab_size as usize != vocab {
+        return Err(TrainError::Data(format!(
+            "the shards in {} were made with a vocabulary of {} but the tokenizer has {vocab}: \
+             run `ferrochat data prepare` again with this tokenizer",
+            data.display(),
+            train.manifest().vocab_size
+        )));
+    }
+    Ok((train, val))
+}
+
+/// One micro-batch of random windows, (B, T) inputs and targets. Under data parallelism
+/// every rank draws the same global batch of `b` rows per rank and reads only its own.
+pub(crate) fn rank_batch(
+    train: &TokenShards,
+    rng: &mut rand_chacha::ChaCha8Rng,
+    world: crate::dist::World,
+    b: usize,
+    t: usize,
+    device: &Device,
+) -> Result<(Tensor, Tensor)> {
+    let part = world.rank() * b..(world.rank() + 1) * b;
+    let (x, y) = train.random_batch_part(rng, b * world.size(), t, part)?;
+    Ok((
+        Tensor::from_vec(x, (b, t), device)?,
+        Tensor::from_vec(y, (b, t), device)?,
+    ))
 }
 
 /// A new model of `preset` for `tokenizer`'s vocabulary and chat tokens, with seeded

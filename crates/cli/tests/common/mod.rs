@@ -9,6 +9,17 @@ pub fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferrochat"))
 }
 
+/// `ferrochat logits` of a checkpoint for a fixed prompt, as JSON text: two folders give
+/// the same text exactly when their models compute the same thing.
+pub fn logits(dir: &Path) -> String {
+    let o = run_ok(
+        bin()
+            .args(["logits", "--prompt", "Paris is", "--model"])
+            .arg(dir),
+    );
+    String::from_utf8(o.stdout).unwrap()
+}
+
 /// Runs a command that must succeed; on failure the panic shows its stdout and stderr.
 pub fn run_ok(cmd: &mut Command) -> Output {
     let out = cmd.output().expect("ferrochat runs");
