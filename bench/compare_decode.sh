@@ -13,8 +13,10 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -n "$MODEL" ]] || { echo "--model DIR is required" >&2; exit 2; }
+# llama.cpp built for this host's SIMD, in its own environment (the tests' build is portable).
+PYENV="$(pwd)/target/pyenv-host"
 source scripts/pyenv.sh
-ensure_llama_cpp
+ensure_llama_cpp host
 cargo build --release -q -p ferrochat-cli
 B=target/release/ferrochat
 OUT=target/bench-decode; rm -rf "$OUT"; mkdir -p "$OUT"

@@ -8,6 +8,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
 
+echo "== machine: $(nproc) cores, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "   SIMD: $(grep -m1 -ow "sse4_2\|avx\|avx2\|bmi2\|fma\|f16c\|avx512f" /proc/cpuinfo | sort -u | xargs 2>/dev/null)"
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== Open MPI, for the data-parallel tests"
@@ -42,7 +44,7 @@ fi
 echo "== interop: the openai client, a 32-client streaming load, the chat page in Chromium"
 tests/serve_checks.sh target/debug/ferrochat
 echo "== interop: GGUF exports in llama.cpp"
-if ensure_llama_cpp; then
+if ensure_llama_cpp portable; then
   "$PYENV/bin/python" tests/interop/gguf_check.py --ferrochat target/debug/ferrochat \
     --model target/serve-checks/run/chat
 else
