@@ -17,6 +17,14 @@ import tempfile
 CORPUS = ("The capital of France is Paris. Paris lies on the Seine.\n"
           "法国的首都是巴黎。Seven times eight is 56.\n") * 50
 PROMPTS = ["The capital of France is Paris.", "法国的首都是巴黎。"]
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [{"role": "system", "content": "Be brief."},
+     {"role": "user", "content": "The capital of France?"},
+     {"role": "assistant", "content": "Paris."},
+     {"role": "user", "content": "法国的首都是？"},
+     {"role": "assistant", "content": "巴黎。"}],
+]
 CHATML = ("{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
@@ -54,6 +62,30 @@ def hf_folder(path, tied, dtype, shard):
     return LlamaForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
 
 
+def hf_ids(tok, msgs, gen):
+    out = tok.apply_chat_template(msgs, tokenize=True, add_generation_prompt=gen)
+    return list(out["input_ids"] if hasattr(out, "keys") else out)
+
+
+def check_template(fc, folder, hf_tok, tag, failures):
+    """Our rendering of each conversation equals transformers' apply_chat_template."""
+    for msgs in CONVERSATIONS:
+        for gen in (False, True):
+            cmd = [fc, "tokenizer", "encode", "--model", folder, "--chat",
+                   json.dumps({"messages": msgs})]
+            ours = json.loads(run(cmd + (["--add-generation-prompt"] if gen else [])))
+            theirs = hf_ids(hf_tok, msgs, gen)
+            if ours["ids"] != theirs:
+                failures.append(f"{tag}: {len(msgs)} messages, generation prompt {gen}: "
+                                f"ours {ours['ids']} vs apply_chat_template {theirs}")
+            targets = [i for i, m in zip(ours["ids"], ours["mask"]) if m]
+            want = "".join(m["content"] + "<|im_end|>" for m in msgs if m["role"] == "assistant")
+            got = hf_tok.decode(targets)
+            if got != want:
+                failures.append(f"{tag}: training targets {got!r}, expected {want!r}")
+    print(f"  {tag}: {len(CONVERSATIONS) * 2} renderings equal apply_chat_template's ids")
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferrochat", required=True)
@@ -75,6 +107,8 @@ def main():
                 meta = json.load(f)
             if meta["data"]["source_chat_template"] != CHATML:
                 failures.append(f"{tag}: the source's chat template was not kept in meta.json")
+            from transformers import AutoTokenizer
+            check_template(fc, out, AutoTokenizer.from_pretrained(src), tag, failures)
             for prompt in PROMPTS:
                 ours = json.loads(run([fc, "logits", "--model", out, "--prompt", prompt]))
                 with torch.no_grad():
@@ -99,6 +133,28 @@ def main():
             answer = run([fc, "chat", "--model", chat, "--prompt", "What is 3 plus 1?",
                           "--max-tokens", "8", "--temperature", "0"])
             print(f"  {tag}: after 3 SFT steps the chat answers {answer.strip()!r}")
+            # the template goes back out: transformers renders the export as we do
+            exported = os.path.join(w, f"export-{tied}")
+            run([fc, "export", "hf", "--model", chat, "--output", exported])
+            check_template(fc, chat, AutoTokenizer.from_pretrained(exported),
+                           f"{tag} after SFT, exported", failures)
+            with open(os.path.join(exported, "generation_config.json")) as f:
+                eos = json.load(f)["eos_token_id"]
+            im_end = AutoTokenizer.from_pretrained(exported).convert_tokens_to_ids("<|im_end|>")
+            if eos != [im_end] and eos != im_end:
+                failures.append(f"{tag}: generation_config eos {eos}, not <|im_end|> ({im_end})")
+        # --native-template: ferrochat's own template instead
+        native = os.path.join(w, "native")
+        run([fc, "import", "hf", src, "--output", native, "--native-template"])
+        ids = json.loads(run([fc, "tokenizer", "encode", "--model", native, "--chat",
+                              json.dumps({"messages": CONVERSATIONS[0]})]))["ids"]
+        want = AutoTokenizer.from_pretrained(native).convert_tokens_to_ids(["<|bos|>", "<|user|>"])
+        print(f"  --native-template: starts with {ids[:2]} (<|bos|><|user|> are {want})")
+        if ids[:2] != want:
+            failures.append(f"--native-template: starts with {ids[:2]}, not <|bos|><|user|> {want}")
+        with open(os.path.join(native, "tokenizer_config.json")) as f:
+            if json.load(f)["eos_token"] != "<|end|>":
+                failures.append("--native-template: tokenizer_config does not end turns with <|end|>")
     if failures:
         sys.exit("FAILED:\n  " + "\n  ".join(failures))
     print("hf import: ok")

@@ -6,8 +6,14 @@
 //! type, and are stored as f32. The tokenizer is kept as it is, plus ferrochat's chat
 //! tokens when it lacks them: they are added after its vocabulary, and the embedding (and
 //! an untied output layer) grows by as many rows, set to the mean row so a new token
-//! starts as an average one (rows padding the vocabulary to a round size are dropped). Whatever the folder cannot be run as faithfully (rope
-//! scaling, biases, another activation, another architecture) is refused by name.
+//! starts as an average one (rows padding the vocabulary to a round size are dropped).
+//! Whatever the folder cannot be run as faithfully (rope scaling, biases, another
+//! activation, another architecture) is refused by name.
+//!
+//! A folder with its own Jinja chat template keeps it: every stage then renders
+//! conversations with it (training targets are the answers and the template's end-of-turn
+//! token, its `eos_token`, which also ends generation), and `export hf` writes it back.
+//! `--native-template` uses ferrochat's template instead.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -32,13 +38,18 @@ pub struct HfArgs {
     /// The checkpoint folder to write (must not exist, or be empty)
     #[arg(long)]
     pub output: PathBuf,
+    /// Render conversations with ferrochat's chat template (`<|user|>`...`<|end|>`) even
+    /// when the folder has its own (by default its own template is kept and used)
+    #[arg(long)]
+    pub native_template: bool,
 }
 
 pub fn run(c: Command) -> Result<()> {
     let Command::Hf(a) = c;
-    let r = import_hf(&a.folder, &a.output)?;
+    let r = import_hf(&a.folder, &a.output, a.native_template)?;
     println!(
-        "imported {} ({:.1}M parameters, {} weight file(s){}) to {}",
+        "imported {} ({:.1}M parameters, {} weight file(s){}) to {}; conversations are \
+         rendered with {}",
         a.folder.display(),
         r.params as f64 / 1e6,
         r.files,
@@ -47,7 +58,8 @@ pub fn run(c: Command) -> Result<()> {
         } else {
             String::new()
         },
-        a.output.display()
+        a.output.display(),
+        r.template,
     );
     Ok(())
 }
@@ -56,9 +68,11 @@ struct Imported {
     params: usize,
     files: usize,
     added: usize,
+    /// Which chat template the checkpoint renders with, in words.
+    template: String,
 }
 
-fn import_hf(src: &Path, out: &Path) -> Result<Imported> {
+fn import_hf(src: &Path, out: &Path, native_template: bool) -> Result<Imported> {
     let cfg_path = src.join("config.json");
     let raw: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(&cfg_path)
@@ -113,29 +127,59 @@ fn import_hf(src: &Path, out: &Path) -> Result<Imported> {
         }
         cfg.vocab_size = vocab;
     }
-    let tok = Tokenizer::from_inner(inner)?;
+    let mut tok = Tokenizer::from_inner(inner)?;
+    // the folder's own chat template, with the start and end-of-turn tokens it names:
+    // newer transformers write it to its own file, older ones into the tokenizer config
+    let tcfg_path = src.join("tokenizer_config.json");
+    let tcfg: serde_json::Value = match std::fs::read_to_string(&tcfg_path) {
+        Ok(t) => serde_json::from_str(&t)
+            .with_context(|| format!("{} is not JSON", tcfg_path.display()))?,
+        Err(_) => serde_json::Value::Null,
+    };
+    let template = std::fs::read_to_string(src.join("chat_template.jinja"))
+        .ok()
+        .or_else(|| ferrochat_tokenizer::template_from_config(&tcfg["chat_template"]));
+    let mut rendered_with = "ferrochat's chat template (the folder has none)".to_string();
+    if let Some(source) = template.as_deref().filter(|_| !native_template) {
+        let token = |k: &str| ferrochat_tokenizer::token_from_config(&tcfg[k]);
+        let eos = token("eos_token").with_context(|| {
+            format!(
+                "{}: the chat template's end-of-turn token (eos_token) is not named; \
+                 import with --native-template",
+                tcfg_path.display()
+            )
+        })?;
+        let t = ferrochat_tokenizer::ChatTemplate::new(
+            source,
+            &token("bos_token").unwrap_or_default(),
+            &eos,
+        )
+        .and_then(|t| tok.clone().with_template(t))
+        .with_context(|| {
+            format!(
+                "{}: its chat template cannot be used (import with --native-template to \
+                     use ferrochat's)",
+                src.display()
+            )
+        })?;
+        tok = t;
+        rendered_with = format!("the folder's own chat template (turns end with {eos})");
+    } else if template.is_some() {
+        rendered_with = "ferrochat's chat template (--native-template)".into();
+    }
     let s = tok.special();
     (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
         (Some(s.bos), Some(s.end), Some(s.pad));
     weights::check_weights(&cfg, &w, &src.display().to_string())?;
 
     crate::export::empty_folder(out)?;
-    // newer transformers write the template to its own file, older ones into the config
-    let template = std::fs::read_to_string(src.join("chat_template.jinja"))
-        .ok()
-        .map(serde_json::Value::String)
-        .or_else(|| {
-            std::fs::read_to_string(src.join("tokenizer_config.json"))
-                .ok()
-                .and_then(|t| serde_json::from_str::<serde_json::Value>(&t).ok())
-                .and_then(|c| c.get("chat_template").cloned())
-        });
     let meta = checkpoint::Meta {
         stage: "import".into(),
         step: 0,
         data: serde_json::json!({
             "source": src, "weight_files": files, "chat_tokens_added": added,
             "source_chat_template": template,
+            "rendered_with": rendered_with,
         }),
         ..Default::default()
     };
@@ -147,6 +191,7 @@ fn import_hf(src: &Path, out: &Path) -> Result<Imported> {
         params: cfg.num_params(),
         files,
         added,
+        template: rendered_with,
     })
 }
 

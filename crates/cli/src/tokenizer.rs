@@ -77,11 +77,7 @@ pub fn run(cmd: Command) -> Result<()> {
             let tok = Tokenizer::load(&a.model)?;
             let conv: ferrochat_text::Conversation = serde_json::from_str(&a.text)
                 .map_err(|e| anyhow::anyhow!("--chat expects {{\"messages\": [...]}}: {e}"))?;
-            let mut enc = tok.encode_chat(&conv.messages)?;
-            if a.add_generation_prompt {
-                enc.ids.push(tok.special().assistant);
-                enc.mask.push(false);
-            }
+            let enc = tok.encode_chat_with(&conv.messages, a.add_generation_prompt)?;
             println!(
                 "{}",
                 serde_json::json!({ "ids": enc.ids, "mask": enc.mask })

@@ -9,7 +9,8 @@
 //! here, never control tokens (Hugging Face's `apply_chat_template` would turn a typed
 //! `<|assistant|>` into the real token, letting a user forge turns).
 
-use crate::{Result, Tokenizer};
+use crate::template::Rendered;
+use crate::{ChatTemplate, Result, Tokenizer};
 use ferrochat_text::{Message, Role};
 
 /// The same template in Jinja, for `tokenizer_config.json` (Hugging Face `apply_chat_template`).
@@ -23,18 +24,28 @@ pub struct ChatEncoding {
     pub mask: Vec<bool>,
 }
 
-pub(crate) fn tokenizer_config() -> serde_json::Value {
+/// `tokenizer_config.json`: ferrochat's template and tokens, or a model's own template
+/// with the start and end tokens it names.
+pub(crate) fn tokenizer_config(own: Option<&ChatTemplate>) -> serde_json::Value {
+    let (template, bos, eos) = match own {
+        Some(t) => (t.source(), t.bos_token.as_str(), t.eos_token.as_str()),
+        None => (
+            CHAT_TEMPLATE_JINJA,
+            crate::special::BOS,
+            crate::special::END,
+        ),
+    };
     serde_json::json!({
         "tokenizer_class": "PreTrainedTokenizerFast",
-        "bos_token": crate::special::BOS,
-        "eos_token": crate::special::END,
+        "bos_token": bos,
+        "eos_token": eos,
         "pad_token": crate::special::PAD,
         "unk_token": null,
         "add_bos_token": false,
         "add_eos_token": false,
         "clean_up_tokenization_spaces": false,
         "model_max_length": 1_000_000,
-        "chat_template": CHAT_TEMPLATE_JINJA,
+        "chat_template": template,
     })
 }
 
@@ -50,15 +61,31 @@ impl Tokenizer {
 
     /// Renders a whole conversation for training; only assistant turns are targets.
     pub fn encode_chat(&self, messages: &[Message]) -> Result<ChatEncoding> {
-        Ok(self.render(&self.encode_turns(messages)?, 0).value)
+        self.encode_chat_with(messages, false)
     }
 
-    /// Renders a conversation that ends with a user turn, followed by `<|assistant|>`, so the
-    /// model continues with its answer.
+    /// Renders a conversation, followed by the start of the assistant's turn when
+    /// `add_generation_prompt` (as `apply_chat_template` does).
+    pub fn encode_chat_with(
+        &self,
+        messages: &[Message],
+        add_generation_prompt: bool,
+    ) -> Result<ChatEncoding> {
+        if let Some(t) = self.template() {
+            return self.encode_rendered(&t.render(messages, add_generation_prompt)?, messages);
+        }
+        let mut enc = self.render(&self.encode_turns(messages)?, 0).value;
+        if add_generation_prompt {
+            enc.ids.push(self.special().assistant);
+            enc.mask.push(false);
+        }
+        Ok(enc)
+    }
+
+    /// Renders a conversation that ends with a user turn, followed by the start of the
+    /// assistant's turn (`<|assistant|>`), so the model continues with its answer.
     pub fn encode_prompt(&self, messages: &[Message]) -> Result<Vec<u32>> {
-        let mut enc = self.encode_chat(messages)?;
-        enc.ids.push(self.special().assistant);
-        Ok(enc.ids)
+        Ok(self.encode_chat_with(messages, true)?.ids)
     }
 
     /// Renders a conversation for training in at most `max_len` tokens. Whole turns are
@@ -70,9 +97,14 @@ impl Tokenizer {
         messages: &[Message],
         max_len: usize,
     ) -> Result<Option<Fitted<ChatEncoding>>> {
-        let turns = self.encode_turns(messages)?;
-        let start = first_kept(&turns, max_len);
-        let mut fitted = self.render(&turns, start);
+        let mut fitted = match self.template() {
+            Some(t) => self.fit_template(t, messages, max_len, false)?,
+            None => {
+                let turns = self.encode_turns(messages)?;
+                let start = first_kept(&turns, max_len);
+                self.render(&turns, start)
+            }
+        };
         fitted.value.ids.truncate(max_len);
         fitted.value.mask.truncate(max_len);
         Ok(fitted.value.mask.iter().any(|&m| m).then_some(fitted))
@@ -88,11 +120,18 @@ impl Tokenizer {
         max_len: usize,
         reserve: usize,
     ) -> Result<Fitted<Vec<u32>>> {
-        let turns = self.encode_turns(messages)?;
-        // one more for `<|assistant|>`
-        let start = first_kept(&turns, max_len.saturating_sub(reserve + 1));
-        let mut fitted = self.render(&turns, start);
-        fitted.value.ids.push(self.special().assistant);
+        let fitted = match self.template() {
+            Some(t) => self.fit_template(t, messages, max_len.saturating_sub(reserve), true)?,
+            None => {
+                let turns = self.encode_turns(messages)?;
+                // one more for `<|assistant|>`
+                let start = first_kept(&turns, max_len.saturating_sub(reserve + 1));
+                let mut fitted = self.render(&turns, start);
+                fitted.value.ids.push(self.special().assistant);
+                fitted.value.mask.push(false);
+                fitted
+            }
+        };
         let n = fitted.value.ids.len();
         if n + reserve > max_len {
             return Err(crate::TokenizerError::TooLong(format!(
@@ -127,6 +166,112 @@ impl Tokenizer {
             value: out,
             dropped: start.saturating_sub(first_body),
         }
+    }
+
+    /// A model's own template: the conversation with its oldest turns dropped (after a
+    /// leading system message, starting at a user turn, the last user turn always kept)
+    /// until it renders in `max_len` tokens; the shortest if none does.
+    fn fit_template(
+        &self,
+        t: &ChatTemplate,
+        messages: &[Message],
+        max_len: usize,
+        gen: bool,
+    ) -> Result<Fitted<ChatEncoding>> {
+        let first_body = usize::from(messages.first().is_some_and(|m| m.role == Role::System));
+        let last_user = messages
+            .iter()
+            .rposition(|m| m.role == Role::User)
+            .unwrap_or(first_body)
+            .max(first_body);
+        let starts = std::iter::once(first_body)
+            .chain((first_body + 1..=last_user).filter(|&i| messages[i].role == Role::User));
+        let mut last = None;
+        for start in starts {
+            let kept: Vec<Message> = messages[..first_body]
+                .iter()
+                .chain(&messages[start..])
+                .cloned()
+                .collect();
+            let enc = self.encode_rendered(&t.render(&kept, gen)?, &kept)?;
+            let fits = enc.ids.len() <= max_len;
+            last = Some(Fitted {
+                value: enc,
+                dropped: start - first_body,
+            });
+            if fits {
+                break;
+            }
+        }
+        Ok(last.expect("at least one start"))
+    }
+
+    /// Token ids of a rendered template: split on the vocabulary's added tokens where the
+    /// template's own text has them, message contents as plain text. Targets: each
+    /// assistant content and the end-of-turn token after it.
+    fn encode_rendered(&self, r: &Rendered, messages: &[Message]) -> Result<ChatEncoding> {
+        let text = r.text.as_str();
+        // where the template's own text holds an added token
+        let mut cuts: Vec<(std::ops::Range<usize>, u32)> = Vec::new();
+        let mut gap_start = 0;
+        let gaps = r
+            .contents
+            .iter()
+            .map(|(_, c)| c.clone())
+            .chain(std::iter::once(text.len()..text.len()));
+        for content in gaps {
+            let mut i = gap_start;
+            while i < content.start {
+                let hit = self
+                    .added
+                    .iter()
+                    .find(|(s, _)| text[i..content.start].starts_with(s.as_str()));
+                match hit {
+                    Some((s, id)) => {
+                        cuts.push((i..i + s.len(), *id));
+                        i += s.len();
+                    }
+                    None => i += text[i..].chars().next().map_or(1, char::len_utf8),
+                }
+            }
+            gap_start = content.end;
+        }
+        // answer spans: an assistant content, through the end-of-turn token that follows it
+        let end = self.special().end;
+        let mut targets: Vec<std::ops::Range<usize>> = Vec::new();
+        for (k, (i, c)) in r.contents.iter().enumerate() {
+            if messages[*i].role != Role::Assistant {
+                continue;
+            }
+            let next = r.contents.get(k + 1).map_or(text.len(), |n| n.1.start);
+            let stop = cuts
+                .iter()
+                .find(|(span, id)| span.start >= c.end && span.start < next && *id == end)
+                .map_or(c.end, |(span, _)| span.end);
+            targets.push(c.start..stop);
+        }
+        let is_target = |pos: usize| targets.iter().any(|t| t.contains(&pos));
+        let mut out = ChatEncoding::default();
+        let mut at = 0;
+        let piece = |from: usize, to: usize, out: &mut ChatEncoding| -> Result<()> {
+            if from == to {
+                return Ok(());
+            }
+            let enc = self.encode_plain_offsets(&text[from..to])?;
+            for (&id, &(s, _)) in enc.get_ids().iter().zip(enc.get_offsets()) {
+                out.ids.push(id);
+                out.mask.push(is_target(from + s));
+            }
+            Ok(())
+        };
+        for (span, id) in &cuts {
+            piece(at, span.start, &mut out)?;
+            out.ids.push(*id);
+            out.mask.push(is_target(span.start));
+            at = span.end;
+        }
+        piece(at, text.len(), &mut out)?;
+        Ok(out)
     }
 
     /// Each message as (role, its tokens between the role token and `<|end|>`).

@@ -75,7 +75,8 @@ pub fn encode_groups(
             .ranked
             .iter()
             .map(|a| {
-                let mut ids = tok.encode(a)?;
+                // an answer is message text: special-token strings in it stay plain
+                let mut ids = tok.encode_plain(a)?;
                 ids.push(end);
                 Ok(ids)
             })

@@ -138,7 +138,9 @@ impl Rows {
         for c in convs {
             match tok.encode_chat_fitting(&c.messages, cap)? {
                 Some(f) => {
-                    let whole = f.value.ids.last() == Some(&tok.special().end);
+                    // whole: its last target is the end of the answer's turn
+                    let last_target = f.value.ids.iter().zip(&f.value.mask).rev().find(|p| *p.1);
+                    let whole = last_target.map(|p| *p.0) == Some(tok.special().end);
                     stats.truncated += usize::from(f.dropped > 0 || !whole);
                     encs.push(f.value);
                 }
