@@ -232,8 +232,16 @@ pub fn measure(a: &ServeArgs) -> Result<Value> {
     );
     let device = crate::runtime::device(&a.device)?;
     let max_batch = a.max_batch.unwrap_or(a.clients);
-    let load =
-        |batch: usize| ServedModel::load("bench", &a.model, &device, batch, a.requests + a.clients);
+    let load = |batch: usize| {
+        ServedModel::load(
+            "bench",
+            &a.model,
+            None,
+            &device,
+            batch,
+            a.requests + a.clients,
+        )
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

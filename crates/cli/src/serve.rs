@@ -42,6 +42,14 @@ pub struct Args {
     /// Origin allowed to call the API from other web pages (repeat; * for any)
     #[arg(long)]
     pub cors_origin: Vec<String>,
+    /// A draft model for speculative decoding, as DIR (for the first model) or NAME=DIR: a
+    /// smaller model with the same tokenizer (a distilled student). A request running
+    /// alone is decoded with it; under load decoding is batched as usual
+    #[arg(long)]
+    pub draft: Vec<String>,
+    /// Tokens the draft proposes per pass of the model
+    #[arg(long, default_value_t = 4)]
+    pub draft_k: usize,
     /// Sequences decoded together per model
     #[arg(long, default_value_t = 16)]
     pub max_batch: usize,
@@ -104,18 +112,39 @@ pub fn run(a: Args) -> Result<()> {
     let device = crate::runtime::device(&a.device)?;
     let mut models = Vec::new();
     let mut first_dir = None;
-    for spec in &a.model {
-        let (name, dir) = named(spec)?;
+    let specs: Vec<(String, PathBuf)> = a.model.iter().map(|s| named(s)).collect::<Result<_>>()?;
+    let mut drafts: std::collections::HashMap<String, PathBuf> = Default::default();
+    for d in &a.draft {
+        let (name, dir) = match d.split_once('=') {
+            Some((n, dir)) if !n.is_empty() && !dir.is_empty() => {
+                (n.to_string(), PathBuf::from(dir))
+            }
+            Some(_) => bail!("--draft {d}: use DIR or NAME=DIR"),
+            None => (specs[0].0.clone(), PathBuf::from(d)),
+        };
+        if !specs.iter().any(|s| s.0 == name) {
+            bail!("--draft {d}: no model is named `{name}`");
+        }
+        if drafts.insert(name.clone(), dir).is_some() {
+            bail!("two drafts for the model `{name}`");
+        }
+    }
+    for (name, dir) in specs {
         if models.iter().any(|m: &ServedModel| m.name == name) {
             bail!("two models are named `{name}`: name them with NAME=DIR");
         }
         first_dir.get_or_insert_with(|| dir.clone());
-        let m = ServedModel::load(&name, &dir, &device, a.max_batch, a.max_waiting)
+        let draft = drafts.get(&name).map(|d| (d.as_path(), a.draft_k));
+        let m = ServedModel::load(&name, &dir, draft, &device, a.max_batch, a.max_waiting)
             .with_context(|| format!("cannot serve {}", dir.display()))?;
         eprintln!(
-            "model `{name}`: {} ({} tokens of context)",
+            "model `{name}`: {} ({} tokens of context{})",
             dir.display(),
-            m.context
+            m.context,
+            match draft {
+                Some((d, k)) => format!("; drafts {k} tokens at a time with {}", d.display()),
+                None => String::new(),
+            }
         );
         models.push(m);
     }

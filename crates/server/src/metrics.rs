@@ -95,7 +95,7 @@ impl Metrics {
         );
         drop(m);
         type Read = fn(&crate::scheduler::SchedulerStats) -> u64;
-        let series: [(&str, &str, &str, Read); 9] = [
+        let series: [(&str, &str, &str, Read); 13] = [
             (
                 "ferrochat_sequences_running",
                 "gauge",
@@ -149,6 +149,30 @@ impl Metrics {
                 "counter",
                 "Sequences summed over decode steps (divide by steps for the mean batch).",
                 |s| s.step_sequences.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrochat_spec_rounds_total",
+                "counter",
+                "Passes of the model that checked a draft model's tokens (speculative decoding).",
+                |s| s.spec_rounds.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrochat_spec_drafted_tokens_total",
+                "counter",
+                "Tokens the draft model proposed.",
+                |s| s.spec_drafted.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrochat_spec_accepted_tokens_total",
+                "counter",
+                "Drafted tokens the model kept.",
+                |s| s.spec_accepted.load(Ordering::Relaxed),
+            ),
+            (
+                "ferrochat_spec_generated_tokens_total",
+                "counter",
+                "Tokens generated speculatively (divide by rounds for tokens per model pass).",
+                |s| s.spec_tokens.load(Ordering::Relaxed),
             ),
         ];
         for (name, kind, help, read) in series {

@@ -13,7 +13,7 @@ use crate::auth::Auth;
 use crate::error::{ApiError, ApiResult};
 use crate::metrics::Metrics;
 use crate::openai::Limits;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Draft, Scheduler};
 use crate::store::Store;
 
 /// One model the server answers with.
@@ -30,11 +30,13 @@ pub struct ServedModel {
 }
 
 impl ServedModel {
-    /// Serves `model` under `name`, batching up to `max_batch` sequences.
+    /// Serves `model` under `name`, batching up to `max_batch` sequences; with a `draft`,
+    /// a request running alone is decoded speculatively.
     pub fn new(
         name: &str,
         tokenizer: Tokenizer,
         model: Llama,
+        draft: Option<Draft>,
         max_batch: usize,
         max_waiting: usize,
     ) -> Result<Self> {
@@ -46,17 +48,18 @@ impl ServedModel {
         Ok(Self {
             name: name.to_string(),
             tokenizer: Arc::new(tokenizer),
-            scheduler: Scheduler::start(name, model, max_batch, max_waiting),
+            scheduler: Scheduler::start(name, model, draft, max_batch, max_waiting),
             context,
             vocab,
             created: crate::openai::unix_now(),
         })
     }
 
-    /// Loads a checkpoint folder on `device`.
+    /// Loads a checkpoint folder on `device`, and a draft model's folder with its `k`.
     pub fn load(
         name: &str,
         dir: &Path,
+        draft: Option<(&Path, usize)>,
         device: &candle_core::Device,
         max_batch: usize,
         max_waiting: usize,
@@ -64,8 +67,49 @@ impl ServedModel {
         let tok = Tokenizer::load(dir)
             .with_context(|| format!("cannot load the tokenizer of {}", dir.display()))?;
         let model = checkpoint::load_model(dir, device)?;
-        Self::new(name, tok, model, max_batch, max_waiting)
+        let draft = match draft {
+            Some((ddir, k)) => Some(load_draft(&tok, &model, ddir, k, device)?),
+            None => None,
+        };
+        Self::new(name, tok, model, draft, max_batch, max_waiting)
     }
+}
+
+/// A draft model for `model`: same tokenizer (the same vocabulary, token for token), a
+/// context at least as long, and a model, not a scorer.
+fn load_draft(
+    tok: &Tokenizer,
+    model: &Llama,
+    dir: &Path,
+    k: usize,
+    device: &candle_core::Device,
+) -> Result<Draft> {
+    let what = || format!("the draft model {}", dir.display());
+    if k == 0 {
+        anyhow::bail!("{}: draft at least one token at a time (k >= 1)", what());
+    }
+    let dtok =
+        Tokenizer::load(dir).with_context(|| format!("cannot load the tokenizer of {}", what()))?;
+    if dtok.inner().get_vocab(true) != tok.inner().get_vocab(true) {
+        anyhow::bail!(
+            "{} has another tokenizer than the model it drafts for; a draft must share it \
+             (distill one with `ferrochat distill`)",
+            what()
+        );
+    }
+    let d = checkpoint::load_model(dir, device).with_context(what)?;
+    if d.config().is_classifier() {
+        anyhow::bail!("{} is a scoring model, not a language model", what());
+    }
+    if d.config().max_position_embeddings < model.config().max_position_embeddings {
+        anyhow::bail!(
+            "{} has a context of {} tokens, shorter than the model's {}",
+            what(),
+            d.config().max_position_embeddings,
+            model.config().max_position_embeddings
+        );
+    }
+    Ok(Draft { model: d, k })
 }
 
 /// Settings of the HTTP side.

@@ -58,8 +58,10 @@ struct Server {
 fn server_with(config: ServerConfig, auth: Auth, max_batch: usize) -> Server {
     let tok = tokenizer();
     let dir = tempfile::tempdir().unwrap();
-    let served = ServedModel::new("chat", tok.clone(), model(&tok, 7), max_batch, 64).unwrap();
-    let other = ServedModel::new("other", tok.clone(), model(&tok, 8), max_batch, 64).unwrap();
+    let served =
+        ServedModel::new("chat", tok.clone(), model(&tok, 7), None, max_batch, 64).unwrap();
+    let other =
+        ServedModel::new("other", tok.clone(), model(&tok, 8), None, max_batch, 64).unwrap();
     let store = Store::open(&dir.path().join("feedback.db")).unwrap();
     let state = Arc::new(
         AppState::new(vec![served, other], config)
@@ -755,4 +757,124 @@ async fn cors_lets_only_the_named_origins_in() {
         .await
         .unwrap();
     assert!(res.headers().get("access-control-allow-origin").is_none());
+}
+
+/// A server whose `chat` model drafts with `draft` (k = 3).
+fn drafted_server(draft: Llama) -> Server {
+    let tok = tokenizer();
+    let dir = tempfile::tempdir().unwrap();
+    let d = ferrochat_server::scheduler::Draft { model: draft, k: 3 };
+    let served = ServedModel::new("chat", tok.clone(), model(&tok, 7), Some(d), 8, 64).unwrap();
+    let state = Arc::new(AppState::new(vec![served], ServerConfig::default()));
+    Server {
+        router: app(state.clone()),
+        state,
+        solo: model(&tok, 7),
+        tok,
+        _dir: dir,
+    }
+}
+
+fn spec_counts(s: &Server) -> [u64; 4] {
+    let st = s.state.models[0].scheduler.stats();
+    let r = |c: &std::sync::atomic::AtomicU64| c.load(std::sync::atomic::Ordering::Relaxed);
+    [
+        r(&st.spec_rounds),
+        r(&st.spec_drafted),
+        r(&st.spec_accepted),
+        r(&st.spec_tokens),
+    ]
+}
+
+#[tokio::test]
+async fn a_draft_model_speeds_a_lone_request_without_changing_its_answer() {
+    // a draft that disagrees with the model: most drafts are refused, the text is the model's
+    let tok = tokenizer();
+    let s = drafted_server(model(&tok, 9));
+    let (want, _) = solo_answer(&s, "What is 3 plus 4?", 40);
+    let body = json!({"model": "chat", "messages": user("What is 3 plus 4?"), "temperature": 0, "max_tokens": 40});
+    let (st, v) = call(
+        &s.router,
+        "POST",
+        "/v1/chat/completions",
+        Some(body.clone()),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(
+        v["choices"][0]["message"]["content"].as_str().unwrap(),
+        want
+    );
+    let [rounds, drafted, accepted, tokens] = spec_counts(&s);
+    assert!(
+        rounds > 0 && drafted >= rounds && accepted <= drafted,
+        "{rounds} {drafted} {accepted}"
+    );
+    assert_eq!(tokens, v["usage"]["completion_tokens"].as_u64().unwrap());
+    // streamed: the same text and finish
+    let mut stream = body;
+    stream["stream"] = json!(true);
+    let events = sse(&s.router, stream).await;
+    let text: String = events
+        .iter()
+        .filter_map(|e| e["choices"].get(0)?["delta"]["content"].as_str())
+        .collect();
+    assert_eq!(text, want);
+    let (_, metrics) = call(&s.router, "GET", "/metrics", None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ferrochat_spec_accepted_tokens_total{model=\"chat\"}"),
+        "{metrics}"
+    );
+
+    // the model drafting for itself: every draft is kept, k + 1 tokens per pass
+    let s = drafted_server(model(&tok, 7));
+    let (want, _) = solo_answer(&s, "What is 5 plus 6?", 40);
+    let body = json!({"model": "chat", "messages": user("What is 5 plus 6?"), "temperature": 0, "max_tokens": 40});
+    let (_, v) = call(&s.router, "POST", "/v1/chat/completions", Some(body)).await;
+    assert_eq!(
+        v["choices"][0]["message"]["content"].as_str().unwrap(),
+        want
+    );
+    let [rounds, drafted, accepted, tokens] = spec_counts(&s);
+    assert_eq!(accepted, drafted);
+    assert!(tokens > 2 * rounds, "{tokens} tokens in {rounds} passes");
+}
+
+#[tokio::test]
+async fn drafted_requests_join_the_batch_when_others_arrive() {
+    let tok = tokenizer();
+    let s = drafted_server(model(&tok, 9));
+    let questions: Vec<String> = (0..6)
+        .map(|i| format!("What is {i} plus {}?", i * 7))
+        .collect();
+    let wants: Vec<String> = questions.iter().map(|q| solo_answer(&s, q, 32).0).collect();
+    let mut tasks = Vec::new();
+    for (i, q) in questions.iter().enumerate() {
+        let router = s.router.clone();
+        let body =
+            json!({"model": "chat", "messages": user(q), "temperature": 0, "max_tokens": 32});
+        tasks.push(tokio::spawn(async move {
+            // staggered: the first runs alone (drafted) until the next arrives
+            tokio::time::sleep(Duration::from_millis(3 * i as u64)).await;
+            let (st, v) = call(&router, "POST", "/v1/chat/completions", Some(body)).await;
+            assert_eq!(st, StatusCode::OK, "{v}");
+            v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }));
+    }
+    for (t, want) in tasks.into_iter().zip(&wants) {
+        assert_eq!(&t.await.unwrap(), want);
+    }
+    let [rounds, ..] = spec_counts(&s);
+    assert!(rounds > 0, "no request was drafted");
+    let st = s.state.models[0].scheduler.stats();
+    let steps = st.decode_steps.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(steps > 0, "no request was batched");
+    assert_eq!(st.running.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(st.waiting.load(std::sync::atomic::Ordering::Relaxed), 0);
 }
