@@ -77,6 +77,10 @@ pub struct Args {
     /// Token shards of pretraining text for --mix-pretrain
     #[arg(long)]
     pub pretrain_data: Option<PathBuf>,
+    /// Keep the base model's zero weights at zero: recovery fine-tuning of a model
+    /// `ferrochat prune` made sparse (magnitude, wanda) keeps its sparsity
+    #[arg(long)]
+    pub keep_sparsity: bool,
     /// Bad dialogues (not JSON, unknown role, empty content, no answer): skip or fail
     #[arg(long, value_enum, default_value = "skip")]
     pub on_bad: BadRecords,
@@ -116,6 +120,7 @@ impl Args {
             seed: self.seed,
             pack: !self.no_pack,
             mix_pretrain: self.mix_pretrain,
+            keep_sparsity: self.keep_sparsity,
         }
     }
 }

@@ -588,6 +588,46 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         said.contains("50.0% of the block projections' weights are zero"),
         "{said}"
     );
+    // recovery fine-tuning keeps the pruned weights at zero
+    let recovered = tmp.path().join("recovered");
+    ok(bin()
+        .args([
+            "sft",
+            "--quiet",
+            "--steps",
+            "3",
+            "--keep-sparsity",
+            "--base",
+        ])
+        .arg(&wanda)
+        .arg("--data")
+        .arg(run.join("world/sft.jsonl"))
+        .arg("--output")
+        .arg(&recovered));
+    let (_, pruned_w) =
+        ferrochat_model::checkpoint::load(&wanda, &candle_core::Device::Cpu).unwrap();
+    let (_, rec_w) =
+        ferrochat_model::checkpoint::load(&recovered, &candle_core::Device::Cpu).unwrap();
+    let (mut zeros, mut moved) = (0usize, 0usize);
+    for (name, p) in &pruned_w {
+        if !name.ends_with("proj.weight") {
+            continue;
+        }
+        let a = p.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = rec_w[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (x, y) in a.iter().zip(&b) {
+            if *x == 0.0 {
+                assert_eq!(*y, 0.0, "{name}: a pruned weight grew back");
+                zeros += 1;
+            } else if x != y {
+                moved += 1;
+            }
+        }
+    }
+    assert!(
+        zeros > 0 && moved > zeros / 2,
+        "{zeros} zeros kept, {moved} weights trained"
+    );
     let narrow = tmp.path().join("narrow");
     let said = ok(bin()
         .args([

@@ -47,6 +47,8 @@ pub struct SftOptions {
     pub pack: bool,
     /// Share of rows taken from pretraining text instead of dialogues (needs shards).
     pub mix_pretrain: f64,
+    /// Hold the base model's zero weights at zero (recovery fine-tuning after pruning).
+    pub keep_sparsity: bool,
 }
 
 impl Default for SftOptions {
@@ -70,6 +72,7 @@ impl Default for SftOptions {
             seed: 42,
             pack: true,
             mix_pretrain: 0.0,
+            keep_sparsity: false,
         }
     }
 }
@@ -93,10 +96,14 @@ impl SftOptions {
     }
 
     fn resume_key(&self, seq_len: usize) -> serde_json::Value {
-        crate::dist::keyed(serde_json::json!({
+        let mut key = serde_json::json!({
             "seq_len": seq_len, "batch_size": self.batch_size, "grad_accum": self.grad_accum,
             "seed": self.seed, "pack": self.pack, "mix_pretrain": self.mix_pretrain,
-        }))
+        });
+        if self.keep_sparsity {
+            key["keep_sparsity"] = true.into();
+        }
+        crate::dist::keyed(key)
     }
 }
 
@@ -292,6 +299,13 @@ pub fn sft(
             run.cfg.vocab_size,
             tokenizer.vocab_size()
         )));
+    }
+    if opts.keep_sparsity {
+        let share = run.keep_zeros()?;
+        hooks.message(&format!(
+            "keeping the base model's zero weights at zero: {:.1}% of the matrices' weights",
+            100.0 * share
+        ));
     }
     let val_loss_before = eval_rows(&run.eval_model, &val_rows, b, opts.eval_batches, device)?;
     let schedule = Schedule {

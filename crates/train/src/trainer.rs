@@ -67,6 +67,9 @@ pub struct Run<'a> {
     /// draws its share of every batch, gradients are averaged over them, and rank 0
     /// evaluates, samples and writes checkpoints.
     pub world: World,
+    /// Weights held at zero through training (pruned ones): each variable and its 0/1 mask,
+    /// reapplied after every optimizer step. See [`Run::keep_zeros`].
+    pub zero_masks: Vec<(Var, Tensor)>,
     started: Instant,
     resume_key: serde_json::Value,
 }
@@ -171,9 +174,35 @@ impl<'a> Run<'a> {
             tokens,
             rng,
             world,
+            zero_masks: Vec::new(),
             started: Instant::now() - Duration::from_secs_f64(elapsed),
             resume_key,
         })
+    }
+
+    /// Keeps the weights that are zero now at zero for the rest of training (recovery
+    /// fine-tuning of a pruned model keeps its sparsity): every matrix with zeros in it
+    /// gets a mask. Returns the share of the matrices' weights held at zero.
+    pub fn keep_zeros(&mut self) -> Result<f64> {
+        let (mut zeros, mut total) = (0usize, 0usize);
+        self.zero_masks.clear();
+        for (_, v) in &self.params {
+            let t = v.as_tensor();
+            if t.rank() != 2 {
+                continue;
+            }
+            let mask = t.ne(0f32)?.to_dtype(t.dtype())?;
+            let kept = mask
+                .sum_all()?
+                .to_dtype(candle_core::DType::F64)?
+                .to_scalar::<f64>()? as usize;
+            total += t.elem_count();
+            if kept < t.elem_count() {
+                zeros += t.elem_count() - kept;
+                self.zero_masks.push((v.clone(), mask));
+            }
+        }
+        Ok(zeros as f64 / total.max(1) as f64)
     }
 
     /// Seconds of training so far, across resumes.
@@ -271,6 +300,9 @@ impl<'a> Run<'a> {
             let grad_norm = clip_grad_norm(&mut grads, &trained, lo.grad_clip)?;
             self.optimizer.step(&grads, lr)?;
             drop(grads);
+            for (v, mask) in &self.zero_masks {
+                v.set(&v.as_tensor().mul(mask)?)?;
+            }
             self.step += 1;
             self.tokens += step_tokens;
             end.train_loss = loss_sum / lo.grad_accum as f64;

@@ -79,6 +79,7 @@ pub fn plan(a: &Args) -> Plan {
         no_pack: false,
         mix_pretrain: 0.0,
         pretrain_data: None,
+        keep_sparsity: false,
         on_bad: crate::records::BadRecords::Fail,
         resume: true,
         world_size: None,
