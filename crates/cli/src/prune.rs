@@ -1,5 +1,5 @@
-//! `ferrochat prune`: unstructured (magnitude or Wanda) or structured (MLP channels)
-//! pruning of a checkpoint into a new one.
+//! `ferrochat prune`: unstructured (magnitude or Wanda) or structured (MLP channels,
+//! attention heads) pruning of a checkpoint into a new one.
 
 use std::path::PathBuf;
 
@@ -19,6 +19,9 @@ pub enum Method {
     Wanda,
     /// Remove whole MLP channels, the same number per block: smaller, faster matrices
     MlpChannels,
+    /// Remove whole attention heads (key/value groups with grouped-query attention), the
+    /// same number per block: smaller, faster attention
+    Heads,
 }
 
 #[derive(clap::Args)]
@@ -31,7 +34,8 @@ pub struct Args {
     pub output: PathBuf,
     #[arg(long, value_enum, default_value = "wanda")]
     pub method: Method,
-    /// Share to remove: of each row's weights (magnitude, wanda) or of the MLP channels
+    /// Share to remove: of each row's weights (magnitude, wanda), of the MLP channels or
+    /// of the attention heads (rounded to whole heads, at least one kept)
     #[arg(long, default_value_t = 0.5)]
     pub sparsity: f64,
     /// Token shards to measure activations on (wanda; mlp-channels uses them when given)
@@ -87,6 +91,17 @@ pub fn run(a: Args) -> Result<()> {
             format!(
                 "{:.1}% of the block projections' weights are zero",
                 100.0 * zero
+            )
+        }
+        Method::Heads => {
+            let (h, kv) = (cfg.num_attention_heads, cfg.kv_heads());
+            let keep = (((1.0 - a.sparsity) * kv as f64).round() as usize).clamp(1, kv);
+            prune::heads(&mut cfg, &mut w, keep, norms.as_ref())?;
+            format!(
+                "attention {h} -> {} query heads ({kv} -> {keep} key/value) per block; {:.2}M -> {:.2}M parameters",
+                cfg.num_attention_heads,
+                params_before as f64 / 1e6,
+                cfg.num_params() as f64 / 1e6
             )
         }
         Method::MlpChannels => {

@@ -646,7 +646,19 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
         ferrochat_model::checkpoint::load(&run.join("chat"), &candle_core::Device::Cpu).unwrap();
     let (c1, _) = ferrochat_model::checkpoint::load(&narrow, &candle_core::Device::Cpu).unwrap();
     assert!(c1.intermediate_size < c0.intermediate_size && c1.num_params() < c0.num_params());
-    for m in [&wanda, &narrow] {
+    let fewer_heads = tmp.path().join("fewer_heads");
+    let said = ok(bin()
+        .args(["prune", "--method", "heads", "--sparsity", "0.5", "--model"])
+        .arg(run.join("chat"))
+        .arg("--data")
+        .arg(run.join("data"))
+        .arg("--output")
+        .arg(&fewer_heads));
+    assert!(said.contains("query heads"), "{said}");
+    let (c2, _) =
+        ferrochat_model::checkpoint::load(&fewer_heads, &candle_core::Device::Cpu).unwrap();
+    assert!(c2.num_attention_heads < c0.num_attention_heads && c2.num_params() < c0.num_params());
+    for m in [&wanda, &narrow, &fewer_heads] {
         assert!(greedy_from(m).starts_with("The capital of"));
     }
     let err = fails(

@@ -9,6 +9,10 @@
 //!   matching column of the down projection), the same number in every block, chosen by
 //!   the size of what each channel writes back (its activation norm x its down column's
 //!   norm). The matrices shrink, so the model runs faster.
+//! - Structured, attention: whole heads go (their query, key and value rows and their
+//!   output-projection columns), the same number in every block. With grouped-query
+//!   attention a key/value head goes with the query heads that share it, so the grouping
+//!   stays even. Chosen by what each writes back through the output projection.
 //!
 //! Embeddings, norms and the output layer are left alone.
 
@@ -166,6 +170,76 @@ pub fn mlp_channels(
     Ok(())
 }
 
+/// Keeps `keep` key/value head groups in every block (with multi-head attention, `keep`
+/// heads), the most important in their order, and shrinks the attention projections and
+/// the config to match. Importance of a group: sum over its heads' output features of the
+/// activation norm (calibration) x the output-projection column's norm; without
+/// calibration, the query and output weights' norms instead of the activations. Returns
+/// the kept groups of each block.
+pub fn heads(
+    cfg: &mut Config,
+    w: &mut HashMap<String, Tensor>,
+    keep: usize,
+    norms: Option<&HashMap<String, Tensor>>,
+) -> Result<Vec<Vec<usize>>> {
+    let (h, kv, d) = (cfg.num_attention_heads, cfg.kv_heads(), cfg.head_size());
+    if keep == 0 || keep > kv {
+        return Err(ModelError::Config(format!(
+            "keep {keep} attention head groups of {kv}: choose 1..={kv}"
+        )));
+    }
+    let g = h / kv;
+    let mut kept_all = Vec::with_capacity(cfg.num_hidden_layers);
+    for layer in 0..cfg.num_hidden_layers {
+        let p = format!("model.layers.{layer}.self_attn");
+        let get = |n: &str| {
+            w.get(&format!("{p}.{n}.weight"))
+                .cloned()
+                .ok_or_else(|| ModelError::Weights(format!("`{p}.{n}.weight` missing")))
+        };
+        let (q, k, v, o) = (
+            get("q_proj")?,
+            get("k_proj")?,
+            get("v_proj")?,
+            get("o_proj")?,
+        );
+        // per output feature of the attention (h * d): what it writes back
+        let o_col = o.sqr()?.sum(0)?.sqrt()?; // (H*D,)
+        let feature = match norms.and_then(|n| n.get(&format!("{p}.o_proj"))) {
+            Some(act) => (act * &o_col)?,
+            None => (q.sqr()?.sum(D::Minus1)?.sqrt()? * &o_col)?,
+        };
+        let feature = feature.to_dtype(DType::F32)?.to_vec1::<f32>()?;
+        let group_score =
+            |grp: usize| -> f32 { feature[grp * g * d..(grp + 1) * g * d].iter().sum() };
+        let mut groups: Vec<usize> = (0..kv).collect();
+        groups.sort_by(|&a, &b| group_score(b).total_cmp(&group_score(a)));
+        groups.truncate(keep);
+        groups.sort();
+        let rows = |per: usize| -> Result<Tensor> {
+            let idx: Vec<u32> = groups
+                .iter()
+                .flat_map(|&grp| (grp * per * d..(grp + 1) * per * d).map(|i| i as u32))
+                .collect();
+            Ok(Tensor::new(idx.as_slice(), &Device::Cpu)?.to_device(q.device())?)
+        };
+        let (qi, kvi) = (rows(g)?, rows(1)?);
+        w.insert(format!("{p}.q_proj.weight"), q.index_select(&qi, 0)?);
+        w.insert(format!("{p}.k_proj.weight"), k.index_select(&kvi, 0)?);
+        w.insert(format!("{p}.v_proj.weight"), v.index_select(&kvi, 0)?);
+        w.insert(
+            format!("{p}.o_proj.weight"),
+            o.index_select(&qi, 1)?.contiguous()?,
+        );
+        kept_all.push(groups);
+    }
+    // the head size no longer follows from the width: pin it
+    cfg.head_dim = Some(d);
+    cfg.num_attention_heads = keep * g;
+    cfg.num_key_value_heads = Some(keep);
+    Ok(kept_all)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -272,5 +346,55 @@ mod tests {
         }
         let (mut c, mut w) = (cfg.clone(), w0.clone());
         assert!(mlp_channels(&mut c, &mut w, 0, None).is_err());
+    }
+
+    #[test]
+    fn removing_heads_equals_silencing_them() {
+        // the tiny preset has grouped-query attention (4 query heads over 2 key/value heads)
+        for calibrated in [false, true] {
+            let (cfg0, w0) = tiny();
+            let norms = calibration(&cfg0, &w0);
+            let (mut cfg, mut w) = (cfg0.clone(), w0.clone());
+            let kept = heads(&mut cfg, &mut w, 1, calibrated.then_some(&norms)).unwrap();
+            assert_eq!((cfg.num_attention_heads, cfg.kv_heads()), (2, 1));
+            assert_eq!(cfg.head_size(), cfg0.head_size());
+            crate::weights::check_weights(&cfg, &w, "pruned").unwrap();
+            // the same model with the dropped heads' output columns zeroed
+            let d = cfg0.head_size();
+            let mut silenced = w0.clone();
+            for (layer, groups) in kept.iter().enumerate() {
+                let name = format!("model.layers.{layer}.self_attn.o_proj.weight");
+                let mut o = silenced[&name].to_vec2::<f32>().unwrap();
+                for row in o.iter_mut() {
+                    for (j, x) in row.iter_mut().enumerate() {
+                        if !groups.contains(&(j / (2 * d))) {
+                            *x = 0.0;
+                        }
+                    }
+                }
+                silenced.insert(name, Tensor::new(o, &Device::Cpu).unwrap());
+            }
+            let ids = Tensor::new(&[[4u32, 8, 15, 16, 23, 42]], &Device::Cpu).unwrap();
+            let a = Llama::new(&cfg, &w, &Device::Cpu)
+                .unwrap()
+                .forward(&ids)
+                .unwrap();
+            let b = Llama::new(&cfg0, &silenced, &Device::Cpu)
+                .unwrap()
+                .forward(&ids)
+                .unwrap();
+            let diff = (a - b)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(diff < 1e-5, "calibrated {calibrated}: {diff}");
+            assert!(cfg.num_params() < cfg0.num_params());
+        }
+        let (mut cfg, mut w) = tiny();
+        assert!(heads(&mut cfg, &mut w, 3, None).is_err());
     }
 }
