@@ -24,6 +24,7 @@ mod serve;
 mod sft;
 mod speedrun;
 mod stream;
+mod teach;
 mod tokenizer;
 mod world;
 
@@ -63,6 +64,9 @@ enum Command {
     /// Train a small student on a large teacher's next-token distributions (knowledge
     /// distillation on pretraining text)
     Distill(distill::Args),
+    /// A model answers prompts; the answers become dialogues for `sft` (sequence-level
+    /// distillation, or a specialist's judged answers teaching a larger model)
+    Teach(teach::Args),
     /// Train a reward model on comparisons (or `reward score` to read its verdict on answers)
     Reward(reward::Command),
     /// Align a chat model by PPO against a reward model, under a KL leash to where it started
@@ -168,6 +172,7 @@ fn main() {
         Command::Quantize(a) => export::quantize(a),
         Command::Import(c) => import::run(c),
         Command::Prune(a) => prune::run(a),
+        Command::Teach(a) => teach::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
         Command::Detect(a) => detect::run(a),

@@ -574,6 +574,69 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     );
     assert!(err.contains("scor"), "{err}");
 
+    // teach: the chat model's answers become dialogues; with --judge only passing ones
+    let taught = tmp.path().join("taught.jsonl");
+    let said = ok(bin()
+        .args([
+            "teach",
+            "--per-prompt",
+            "2",
+            "--max-tokens",
+            "48",
+            "--model",
+        ])
+        .arg(run.join("chat"))
+        .arg("--prompts")
+        .arg(run.join("world/rl_prompts.jsonl"))
+        .arg("--output")
+        .arg(&taught));
+    assert!(said.contains("kept"), "{said}");
+    let lines = std::fs::read_to_string(&taught).unwrap();
+    assert!(!lines.is_empty());
+    for l in lines.lines() {
+        let c: ferrochat_text::Conversation = serde_json::from_str(l).unwrap();
+        assert_eq!(
+            c.messages.last().unwrap().role,
+            ferrochat_text::Role::Assistant
+        );
+    }
+    // judged: every kept answer passes the judge on its item
+    let items: Vec<ferrochat_world::EvalItem> =
+        std::fs::read_to_string(run.join("world/rl_prompts.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    let judged = tmp.path().join("judged.jsonl");
+    let out = bin()
+        .args(["teach", "--judge", "--temperature", "0", "--model"])
+        .arg(run.join("chat"))
+        .arg("--prompts")
+        .arg(run.join("world/rl_prompts.jsonl"))
+        .arg("--output")
+        .arg(&judged)
+        .output()
+        .unwrap();
+    let said =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    if out.status.success() {
+        for l in std::fs::read_to_string(&judged).unwrap().lines() {
+            let c: ferrochat_text::Conversation = serde_json::from_str(l).unwrap();
+            let item = items
+                .iter()
+                .find(|it| it.messages[..] == c.messages[..c.messages.len() - 1])
+                .expect("the prompt is a world item");
+            let v = ferrochat_world::judge_item(item, &c.messages.last().unwrap().content);
+            assert!(
+                v.skills.iter().all(|s| s.passed) && v.zeroed.is_none(),
+                "{l}"
+            );
+        }
+    } else {
+        // a model this small may pass nothing; then it says so
+        assert!(said.contains("no answer was kept"), "{said}");
+    }
+
     // prune: Wanda zeroes half of each row (measured on the shards), channel pruning
     // shrinks the MLP; both folders load and generate
     let wanda = tmp.path().join("wanda");
