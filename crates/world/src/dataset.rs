@@ -87,6 +87,23 @@ pub fn dialogue(item: &Item) -> Conversation {
     Conversation::new(m)
 }
 
+/// A dialogue as `sft.jsonl` holds it: the messages, and the skill and language it
+/// exercises (readers of the chat format ignore the two; they let a user pick a skill).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LabelledDialogue {
+    pub skill: Skill,
+    pub lang: Lang,
+    pub messages: Vec<Message>,
+}
+
+pub fn labelled_dialogue(item: &Item) -> LabelledDialogue {
+    LabelledDialogue {
+        skill: item.skill,
+        lang: item.lang,
+        messages: dialogue(item).messages,
+    }
+}
+
 /// Candidate answers to an item with the judge's score, one per distinct score, best first.
 /// `off_topic` is a good answer to another question: fluent and polite but beside the
 /// point, which labellers rank below an answer to the question asked.

@@ -182,11 +182,11 @@ pub fn generate(cfg: &WorldConfig, out: &Path) -> Result<Summary, WorldError> {
     let n_val = (cfg.sft_dialogues / 20).max(50);
     let sft: Vec<_> = dataset::training_items(cfg.seed, 2, cfg.sft_dialogues)
         .iter()
-        .map(dataset::dialogue)
+        .map(dataset::labelled_dialogue)
         .collect();
     let val: Vec<_> = dataset::training_items(cfg.seed, 3, n_val)
         .iter()
-        .map(dataset::dialogue)
+        .map(dataset::labelled_dialogue)
         .collect();
     jsonl(out.join("sft.jsonl"), &sft)?;
     jsonl(out.join("sft_val.jsonl"), &val)?;
