@@ -145,6 +145,12 @@ pub fn empty_folder(out: &Path) -> Result<()> {
 /// The GGUF file of a checkpoint, as bytes.
 fn gguf(model: &Path, ty: GgufType) -> Result<Vec<u8>> {
     let (cfg, w) = checkpoint::load(model, &candle_core::Device::Cpu)?;
+    if cfg.experts().is_some() {
+        anyhow::bail!(
+            "{}: GGUF export and quantization of mixtures of experts are not supported yet",
+            model.display()
+        );
+    }
     let name = model
         .canonicalize()
         .ok()

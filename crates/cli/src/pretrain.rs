@@ -70,6 +70,21 @@ pub struct Args {
     /// A separate output projection instead of one tied to the embedding
     #[arg(long)]
     pub untied: bool,
+    /// A mixture of experts: this many SwiGLU MLPs per block (each the preset's size),
+    /// routed per token (Mixtral's layout; 0: one dense MLP)
+    #[arg(long, default_value_t = 0)]
+    pub experts: usize,
+    /// Experts each token goes to: 1 Switch-style (gated by the router's probability), 2
+    /// or more Mixtral-style (the chosen probabilities renormalised)
+    #[arg(long, default_value_t = 1)]
+    pub experts_per_token: usize,
+    /// Weight of the load-balancing loss
+    #[arg(long, default_value_t = 0.01)]
+    pub router_aux_coef: f64,
+    /// At most this factor x its fair share of tokens per expert in a batch; the rest
+    /// skip the MLP (none: no limit)
+    #[arg(long)]
+    pub capacity_factor: Option<f64>,
     /// Continue from the checkpoint in --output
     #[arg(long)]
     pub resume: bool,
@@ -105,6 +120,12 @@ impl Args {
             checkpoint_every: self.checkpoint_every,
             seed: self.seed,
             tie_embeddings: !self.untied,
+            experts: (self.experts > 0).then_some(ferrochat_train::MoeOptions {
+                experts: self.experts,
+                per_token: self.experts_per_token,
+                aux_loss_coef: self.router_aux_coef,
+                capacity_factor: self.capacity_factor,
+            }),
         }
     }
 }

@@ -55,6 +55,12 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let src = checkpoint::resolve(&a.model)?;
     let (mut cfg, mut w) = checkpoint::load(&src, &Device::Cpu)?;
+    if cfg.experts().is_some() {
+        bail!(
+            "{}: pruning a mixture of experts is not supported yet",
+            src.display()
+        );
+    }
     let tok = Tokenizer::load(&src)?;
     if !(0.0..1.0).contains(&a.sparsity) {
         bail!("--sparsity is a share in [0, 1)");

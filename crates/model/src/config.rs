@@ -57,7 +57,27 @@ pub struct Config {
     /// Labels of a sequence classifier (one: the reward), as Hugging Face writes them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id2label: Option<BTreeMap<String, String>>,
+    /// Mixture of experts (Mixtral's names): experts per block, each a SwiGLU MLP of
+    /// `intermediate_size`; none: one dense MLP per block.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_local_experts: Option<usize>,
+    /// Experts each token is routed to (1: Switch, the gate is the router's probability;
+    /// 2 or more: Mixtral/GLaM, the chosen probabilities renormalised to sum to one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub num_experts_per_tok: Option<usize>,
+    /// Weight of the load-balancing loss (Switch: experts x sum over experts of the share
+    /// of tokens routed there x the mean router probability) in the training loss.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub router_aux_loss_coef: Option<f64>,
+    /// Switch-style capacity: in one forward pass an expert takes at most this factor x
+    /// tokens x experts-per-token / experts tokens; the rest skip it (the residual carries
+    /// them). None: no limit (as transformers' Mixtral).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expert_capacity_factor: Option<f64>,
 }
+
+/// The architecture of a mixture-of-experts language model (Mixtral's layout).
+pub const MOE_CAUSAL_LM: &str = "MixtralForCausalLM";
 
 fn default_architectures() -> Vec<String> {
     vec![CAUSAL_LM.into()]
@@ -143,20 +163,72 @@ impl Config {
             pad_token_id: Some(5),
             torch_dtype: default_dtype(),
             id2label: None,
+            num_local_experts: None,
+            num_experts_per_tok: None,
+            router_aux_loss_coef: None,
+            expert_capacity_factor: None,
         };
         cfg.validate()?;
         Ok(cfg)
     }
 
+    /// The same model with a mixture of `experts` SwiGLU MLPs per block, `per_token` of
+    /// them active for each token (Mixtral's config names and architecture).
+    pub fn with_experts(
+        mut self,
+        experts: usize,
+        per_token: usize,
+        aux_loss_coef: f64,
+        capacity_factor: Option<f64>,
+    ) -> Result<Self> {
+        self.num_local_experts = Some(experts);
+        self.num_experts_per_tok = Some(per_token);
+        self.router_aux_loss_coef = Some(aux_loss_coef);
+        self.expert_capacity_factor = capacity_factor;
+        self.model_type = "mixtral".into();
+        self.architectures = vec![if self.is_classifier() {
+            "MixtralForSequenceClassification".into()
+        } else {
+            MOE_CAUSAL_LM.into()
+        }];
+        self.validate()?;
+        Ok(self)
+    }
+
+    /// (experts per block, experts per token) of a mixture-of-experts model.
+    pub fn experts(&self) -> Option<(usize, usize)> {
+        match self.num_local_experts {
+            Some(e) if e > 0 => Some((e, self.num_experts_per_tok.unwrap_or(2))),
+            _ => None,
+        }
+    }
+
+    /// Parameters one token passes through (all of them for a dense model; a mixture of
+    /// experts counts only the experts a token is routed to).
+    pub fn active_params(&self) -> usize {
+        match self.experts() {
+            Some((e, k)) => {
+                let per_expert = 3 * self.hidden_size * self.intermediate_size;
+                self.num_params() - self.num_hidden_layers * (e - k) * per_expert
+            }
+            None => self.num_params(),
+        }
+    }
+
     /// Whether this is a scoring model (`score.weight`, no language-model head).
     pub fn is_classifier(&self) -> bool {
-        self.architectures.iter().any(|a| a == SEQUENCE_CLASSIFIER)
+        self.architectures
+            .iter()
+            .any(|a| a.ends_with("ForSequenceClassification"))
     }
 
     /// The same trunk as a single-score classifier (a reward or value model).
     pub fn to_classifier(&self) -> Self {
         let mut c = self.clone();
-        c.architectures = vec![SEQUENCE_CLASSIFIER.into()];
+        c.architectures = vec![match self.experts() {
+            Some(_) => "MixtralForSequenceClassification".into(),
+            None => SEQUENCE_CLASSIFIER.into(),
+        }];
         c.id2label = Some(BTreeMap::from([("0".to_string(), "LABEL_0".to_string())]));
         c
     }
@@ -164,7 +236,10 @@ impl Config {
     /// The same trunk as a causal language model.
     pub fn to_causal_lm(&self) -> Self {
         let mut c = self.clone();
-        c.architectures = vec![CAUSAL_LM.into()];
+        c.architectures = vec![match self.experts() {
+            Some(_) => MOE_CAUSAL_LM.into(),
+            None => CAUSAL_LM.into(),
+        }];
         c.id2label = None;
         c
     }
@@ -172,11 +247,33 @@ impl Config {
     /// Checks that the sizes fit together and that the architecture is one we run.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(ModelError::Config(m));
-        if self.model_type != "llama" {
-            return bad(format!(
-                "model_type `{}` is not supported (only llama)",
-                self.model_type
-            ));
+        match (self.model_type.as_str(), self.experts()) {
+            ("llama", None) => {}
+            ("mixtral", Some((e, k))) => {
+                if k == 0 || k > e {
+                    return bad(format!(
+                        "num_experts_per_tok {k} must be between 1 and num_local_experts ({e})"
+                    ));
+                }
+                if self.expert_capacity_factor.is_some_and(|c| c.is_nan() || c <= 0.0) {
+                    return bad("expert_capacity_factor must be positive".into());
+                }
+            }
+            ("mixtral", None) => {
+                return bad("a mixtral model needs num_local_experts".into());
+            }
+            ("llama", Some(_)) => {
+                return bad(
+                    "num_local_experts is set but model_type is llama (mixture-of-experts \
+                     models are model_type mixtral)"
+                        .into(),
+                );
+            }
+            (other, _) => {
+                return bad(format!(
+                    "model_type `{other}` is not supported (llama, or mixtral for mixtures of experts)"
+                ));
+            }
         }
         if self.hidden_act != "silu" {
             return bad(format!(
@@ -218,7 +315,11 @@ impl Config {
         let (c, f, d) = (self.hidden_size, self.intermediate_size, self.head_size());
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
         let attn = c * h * d * 2 + c * kv * d * 2;
-        let block = attn + 3 * c * f + 2 * c;
+        let mlp = match self.experts() {
+            Some((e, _)) => e * 3 * c * f + e * c,
+            None => 3 * c * f,
+        };
+        let block = attn + mlp + 2 * c;
         let embed = self.vocab_size * c;
         let head = if self.is_classifier() {
             c
@@ -235,8 +336,13 @@ impl Config {
     pub fn train_flops_per_token(&self, seq: usize) -> f64 {
         let (c, f, d) = (self.hidden_size, self.intermediate_size, self.head_size());
         let (h, kv) = (self.num_attention_heads, self.kv_heads());
-        let matmul_params = self.num_hidden_layers * (c * h * d * 2 + c * kv * d * 2 + 3 * c * f)
-            + self.vocab_size * c;
+        // a token passes through its k experts (and the router) only
+        let mlp = match self.experts() {
+            Some((e, k)) => k * 3 * c * f + e * c,
+            None => 3 * c * f,
+        };
+        let matmul_params =
+            self.num_hidden_layers * (c * h * d * 2 + c * kv * d * 2 + mlp) + self.vocab_size * c;
         let attn = self.num_hidden_layers * 2 * h * d * seq; // QK^T and PV, causal half
         6.0 * matmul_params as f64 + 6.0 * attn as f64
     }

@@ -23,9 +23,107 @@ struct Block {
     v_proj: Weight,     // (Hkv * D, C)
     o_proj: Weight,     // (C, Hq * D)
     post_norm: Tensor,  // (C)
-    gate_proj: Weight,  // (F, C)
-    up_proj: Weight,    // (F, C)
-    down_proj: Weight,  // (C, F)
+    mlp: Mlp,
+}
+
+/// A SwiGLU MLP: gate (F, C), up (F, C), down (C, F).
+struct Swiglu {
+    gate: Weight,
+    up: Weight,
+    down: Weight,
+}
+
+impl Swiglu {
+    fn forward(&self, h: &Tensor, rows: bool) -> Result<Tensor> {
+        let f = |w: &Weight, x: &Tensor| {
+            if rows {
+                w.forward_rows(x)
+            } else {
+                w.forward(x)
+            }
+        };
+        let g = ops::swiglu(&f(&self.gate, h)?, &f(&self.up, h)?)?;
+        f(&self.down, &g)
+    }
+}
+
+/// A block's feed-forward part: one MLP, or a routed mixture of them.
+enum Mlp {
+    Dense(Swiglu),
+    Experts {
+        router: Tensor, // (E, C)
+        experts: Vec<Swiglu>,
+        per_token: usize,
+        capacity_factor: Option<f64>,
+    },
+}
+
+/// Softmax over the last axis, differentiable (the max shift carries no gradient).
+fn softmax_rows(x: &Tensor) -> Result<Tensor> {
+    let e = x.broadcast_sub(&x.detach().max_keepdim(1)?)?.exp()?;
+    Ok(e.broadcast_div(&e.sum_keepdim(1)?)?)
+}
+
+impl Mlp {
+    /// h (N, C) -> (N, C), and for a mixture the load-balancing loss of this call.
+    fn forward(&self, h: &Tensor, rows: bool) -> Result<(Tensor, Option<Tensor>)> {
+        let Mlp::Experts {
+            router,
+            experts,
+            per_token: k,
+            capacity_factor,
+        } = self
+        else {
+            let Mlp::Dense(m) = self else { unreachable!() };
+            return Ok((m.forward(h, rows)?, None));
+        };
+        let (n, c) = h.dims2()?;
+        let e = experts.len();
+        let probs = softmax_rows(&linear(h, router)?)?; // (N, E)
+        let p: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
+        // each token's k most likely experts, best first
+        let mut chosen: Vec<u32> = Vec::with_capacity(n * k);
+        let mut top1 = vec![0f64; e];
+        for t in 0..n {
+            let row = &p[t * e..(t + 1) * e];
+            let mut idx: Vec<usize> = (0..e).collect();
+            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            top1[idx[0]] += 1.0;
+            chosen.extend(idx[..*k].iter().map(|&x| x as u32));
+        }
+        let chosen_t = Tensor::from_vec(chosen.clone(), (n, *k), h.device())?;
+        let mut gates = probs.gather(&chosen_t, 1)?; // (N, k)
+        if *k > 1 {
+            gates = gates.broadcast_div(&gates.sum_keepdim(1)?)?;
+        }
+        let gates = gates.flatten_all()?; // (N * k)
+        let cap = capacity_factor.map(|f| ((f * (n * k) as f64 / e as f64).ceil() as usize).max(1));
+        let mut out = Tensor::zeros((n, c), h.dtype(), h.device())?;
+        for (x, expert) in experts.iter().enumerate() {
+            // (token, slot) pairs routed to expert x, in token order, up to its capacity
+            let mut tokens: Vec<u32> = Vec::new();
+            let mut slots: Vec<u32> = Vec::new();
+            for (i, &ex) in chosen.iter().enumerate() {
+                if ex as usize == x && cap.is_none_or(|cap| tokens.len() < cap) {
+                    tokens.push((i / k) as u32);
+                    slots.push(i as u32);
+                }
+            }
+            if tokens.is_empty() {
+                continue;
+            }
+            let tok = Tensor::new(tokens.as_slice(), h.device())?;
+            let w = gates.index_select(&Tensor::new(slots.as_slice(), h.device())?, 0)?;
+            let y = expert.forward(&h.index_select(&tok, 0)?, rows)?;
+            out = out.index_add(&tok, &y.broadcast_mul(&w.unsqueeze(1)?)?, 0)?;
+        }
+        // Switch's balance loss: E x sum_e (share of tokens whose first choice is e) x
+        // (mean router probability of e); 1 when perfectly balanced
+        let share: Vec<f32> = top1.iter().map(|&v| (v / n as f64) as f32).collect();
+        let share = Tensor::from_vec(share, e, h.device())?;
+        let aux = ((probs.mean(0)? * share)?.sum_all()? * e as f64)?;
+        Ok((out, Some(aux)))
+    }
 }
 
 /// `x @ w^T` for x (N, in) and w (out, in): the layout of a Hugging Face linear weight.
@@ -63,6 +161,12 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
+        if cfg.experts().is_some() {
+            return Err(crate::ModelError::Config(
+                "quantized mixtures of experts are not supported yet: run the f32 checkpoint"
+                    .into(),
+            ));
+        }
         let mut take = |n: &str| {
             w.remove(n).ok_or_else(|| {
                 crate::ModelError::Weights(format!("quantized weights: `{n}` missing"))
@@ -109,9 +213,31 @@ impl Llama {
                     v_proj: matrix(&format!("{p}.self_attn.v_proj.weight"))?,
                     o_proj: matrix(&format!("{p}.self_attn.o_proj.weight"))?,
                     post_norm: vector(&format!("{p}.post_attention_layernorm.weight"))?,
-                    gate_proj: matrix(&format!("{p}.mlp.gate_proj.weight"))?,
-                    up_proj: matrix(&format!("{p}.mlp.up_proj.weight"))?,
-                    down_proj: matrix(&format!("{p}.mlp.down_proj.weight"))?,
+                    mlp: match cfg.experts() {
+                        None => Mlp::Dense(Swiglu {
+                            gate: matrix(&format!("{p}.mlp.gate_proj.weight"))?,
+                            up: matrix(&format!("{p}.mlp.up_proj.weight"))?,
+                            down: matrix(&format!("{p}.mlp.down_proj.weight"))?,
+                        }),
+                        Some((e, k)) => {
+                            let q = format!("{p}.block_sparse_moe");
+                            Mlp::Experts {
+                                router: vector(&format!("{q}.gate.weight"))?,
+                                experts: (0..e)
+                                    .map(|x| {
+                                        let r = format!("{q}.experts.{x}");
+                                        Ok(Swiglu {
+                                            gate: matrix(&format!("{r}.w1.weight"))?,
+                                            up: matrix(&format!("{r}.w3.weight"))?,
+                                            down: matrix(&format!("{r}.w2.weight"))?,
+                                        })
+                                    })
+                                    .collect::<Result<Vec<_>>>()?,
+                                per_token: k,
+                                capacity_factor: cfg.expert_capacity_factor,
+                            }
+                        }
+                    },
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -157,8 +283,19 @@ impl Llama {
     pub fn hidden_probed(
         &self,
         ids: &Tensor,
+        cache: Option<&mut KvCache>,
+        probe: &mut dyn FnMut(usize, &str, &Tensor) -> Result<()>,
+    ) -> Result<Tensor> {
+        self.hidden_inner(ids, cache, probe, None)
+    }
+
+    /// The trunk; a mixture of experts' blocks push their load-balancing losses to `aux`.
+    fn hidden_inner(
+        &self,
+        ids: &Tensor,
         mut cache: Option<&mut KvCache>,
         probe: &mut dyn FnMut(usize, &str, &Tensor) -> Result<()>,
+        mut aux: Option<&mut Vec<Tensor>>,
     ) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         let pos = cache.as_ref().map(|c| c.len()).unwrap_or(0);
@@ -193,10 +330,22 @@ impl Llama {
             probe(i, "self_attn.o_proj", &a)?;
             x = (x + l.o_proj.forward(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            probe(i, "mlp.gate_up", &h)?;
-            let g = ops::swiglu(&l.gate_proj.forward(&h)?, &l.up_proj.forward(&h)?)?; // (B * T, F)
-            probe(i, "mlp.down_proj", &g)?;
-            x = (x + l.down_proj.forward(&g)?)?;
+            let y = match &l.mlp {
+                Mlp::Dense(m) => {
+                    probe(i, "mlp.gate_up", &h)?;
+                    let g = ops::swiglu(&m.gate.forward(&h)?, &m.up.forward(&h)?)?; // (B * T, F)
+                    probe(i, "mlp.down_proj", &g)?;
+                    m.down.forward(&g)?
+                }
+                moe => {
+                    let (y, balance) = moe.forward(&h, false)?;
+                    if let (Some(a), Some(b)) = (aux.as_deref_mut(), balance) {
+                        a.push(b);
+                    }
+                    y
+                }
+            };
+            x = (x + y)?;
         }
         if let Some(c) = cache {
             c.advance(t);
@@ -249,6 +398,33 @@ impl Llama {
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
         let logits = self.forward(ids)?;
         Ok(ops::cross_entropy(&logits, &targets.flatten_all()?)?)
+    }
+
+    /// What training minimises: [`Llama::loss`], plus for a mixture of experts
+    /// `router_aux_loss_coef` x the load-balancing loss, which is also returned (to log).
+    pub fn train_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Option<f64>)> {
+        let (logits, balance) = self.forward_with_balance(ids)?;
+        let ce = ops::cross_entropy(&logits, &targets.flatten_all()?)?;
+        Ok(match balance {
+            Some(b) => {
+                let v = b.to_scalar::<f32>()? as f64;
+                let coef = self.cfg.router_aux_loss_coef.unwrap_or(0.01);
+                ((ce + (b * coef)?)?, Some(v))
+            }
+            None => (ce, None),
+        })
+    }
+
+    /// Logits for every position and, for a mixture of experts, the load-balancing loss
+    /// (mean over blocks; 1 when the routing is perfectly balanced).
+    pub fn forward_with_balance(&self, ids: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+        let mut aux = Vec::new();
+        let h = self.hidden_inner(ids, None, &mut |_, _, _| Ok(()), Some(&mut aux))?;
+        let balance = match aux.len() {
+            0 => None,
+            n => Some((Tensor::stack(&aux, 0)?.sum_all()? / n as f64)?),
+        };
+        Ok((self.logits(&h)?, balance))
     }
 
     /// Feeds `ids` (B, T) after what `cache` holds and returns the logits of the last
@@ -319,8 +495,7 @@ impl Llama {
             let a = Tensor::cat(&heads, 1)?.reshape((b, hq * d))?; // (B, Hq * D)
             x = (x + l.o_proj.forward_rows(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            let g = ops::swiglu(&l.gate_proj.forward_rows(&h)?, &l.up_proj.forward_rows(&h)?)?;
-            x = (x + l.down_proj.forward_rows(&g)?)?;
+            x = (x + l.mlp.forward(&h, true)?.0)?;
         }
         for c in caches.iter_mut() {
             c.advance(1);
@@ -376,5 +551,232 @@ mod tests {
         m.forward_cached(&ids, &mut a).unwrap();
         let e = m.decode_step(&[1], &mut [&mut a]).unwrap_err().to_string();
         assert!(e.contains("context"), "{e}");
+    }
+
+    fn moe(e: usize, k: usize, cap: Option<f64>, seed: u64) -> (Config, HashMap<String, Tensor>) {
+        let cfg = Config::preset("tiny", 40, 16)
+            .unwrap()
+            .with_experts(e, k, 0.01, cap)
+            .unwrap();
+        let w = weights::init_weights(&cfg, seed, &Device::Cpu).unwrap();
+        (cfg, w)
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap()
+    }
+
+    fn ids() -> Tensor {
+        Tensor::new(
+            &[[3u32, 14, 15, 9, 26, 5, 35, 8], [2, 7, 18, 28, 1, 8, 28, 4]],
+            &Device::Cpu,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn one_expert_is_the_dense_model() {
+        let (cfg, w) = moe(1, 1, None, 3);
+        let mut dense_cfg = Config::preset("tiny", 40, 16).unwrap();
+        dense_cfg.tie_word_embeddings = cfg.tie_word_embeddings;
+        let mut dw = w.clone();
+        for i in 0..cfg.num_hidden_layers {
+            let q = format!("model.layers.{i}.block_sparse_moe");
+            dw.remove(&format!("{q}.gate.weight"));
+            for (from, to) in [("w1", "gate_proj"), ("w3", "up_proj"), ("w2", "down_proj")] {
+                let t = dw.remove(&format!("{q}.experts.0.{from}.weight")).unwrap();
+                dw.insert(format!("model.layers.{i}.mlp.{to}.weight"), t);
+            }
+        }
+        let a = Llama::new(&cfg, &w, &Device::Cpu)
+            .unwrap()
+            .forward(&ids())
+            .unwrap();
+        let b = Llama::new(&dense_cfg, &dw, &Device::Cpu)
+            .unwrap()
+            .forward(&ids())
+            .unwrap();
+        assert!(max_diff(&a, &b) < 1e-5);
+    }
+
+    /// The mixture computed token by token, from the definition.
+    fn reference(m: &Mlp, h: &Tensor) -> Tensor {
+        let Mlp::Experts {
+            router,
+            experts,
+            per_token: k,
+            ..
+        } = m
+        else {
+            panic!()
+        };
+        let n = h.dim(0).unwrap();
+        let mut rows = Vec::new();
+        for t in 0..n {
+            let x = h.narrow(0, t, 1).unwrap();
+            let logits: Vec<f32> = linear(&x, router)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            let mx = logits.iter().cloned().fold(f32::MIN, f32::max);
+            let ex: Vec<f32> = logits.iter().map(|l| (l - mx).exp()).collect();
+            let z: f32 = ex.iter().sum();
+            let p: Vec<f32> = ex.iter().map(|v| v / z).collect();
+            let mut idx: Vec<usize> = (0..p.len()).collect();
+            idx.sort_by(|&a, &b| p[b].total_cmp(&p[a]));
+            let top = &idx[..*k];
+            let norm: f32 = if *k > 1 {
+                top.iter().map(|&i| p[i]).sum()
+            } else {
+                1.0
+            };
+            let mut y = Tensor::zeros_like(&x).unwrap();
+            for &i in top {
+                let o = experts[i].forward(&x, false).unwrap();
+                y = (y + (o * (p[i] / norm) as f64).unwrap()).unwrap();
+            }
+            rows.push(y);
+        }
+        Tensor::cat(&rows, 0).unwrap()
+    }
+
+    #[test]
+    fn routing_follows_its_definition_top1_and_top2() {
+        for k in [1, 2] {
+            let (cfg, w) = moe(4, k, None, 7);
+            let m = Llama::new(&cfg, &w, &Device::Cpu).unwrap();
+            let h = Tensor::randn(0f32, 1.0, (10, cfg.hidden_size), &Device::Cpu).unwrap();
+            let (got, aux) = m.layers[0].mlp.forward(&h, false).unwrap();
+            assert!(
+                max_diff(&got, &reference(&m.layers[0].mlp, &h)) < 1e-5,
+                "k {k}"
+            );
+            // the decode path (row by row kernels) agrees
+            let (rows, _) = m.layers[0].mlp.forward(&h, true).unwrap();
+            assert!(max_diff(&got, &rows) < 1e-5);
+            let aux = aux.unwrap().to_scalar::<f32>().unwrap();
+            assert!((0.99..=4.0).contains(&aux), "{aux}");
+        }
+    }
+
+    #[test]
+    fn the_balance_loss_is_one_when_even_and_grows_with_skew() {
+        let (cfg, mut w) = moe(4, 1, None, 7);
+        let c = cfg.hidden_size;
+        let h = Tensor::randn(0f32, 1.0, (64, c), &Device::Cpu).unwrap();
+        let aux_of = |w: &HashMap<String, Tensor>| {
+            let m = Llama::new(&cfg, w, &Device::Cpu).unwrap();
+            let (_, aux) = m.layers[0].mlp.forward(&h, false).unwrap();
+            aux.unwrap().to_scalar::<f32>().unwrap()
+        };
+        // a router of zeros: every probability 1/4, so the loss is exactly 1
+        let name = "model.layers.0.block_sparse_moe.gate.weight";
+        w.insert(
+            name.into(),
+            Tensor::zeros((4, c), DType::F32, &Device::Cpu).unwrap(),
+        );
+        assert!((aux_of(&w) - 1.0).abs() < 1e-5);
+        // a router that sends every token to expert 0 with certainty: 4
+        let mut r = vec![0f32; 4 * c];
+        let x: Vec<f32> = h.mean(0).unwrap().to_vec1().unwrap();
+        for j in 0..c {
+            r[j] = 1e3 * x[j].signum();
+        }
+        w.insert(
+            name.into(),
+            Tensor::from_vec(r, (4, c), &Device::Cpu).unwrap(),
+        );
+        let skewed = aux_of(&w);
+        assert!(skewed > 2.0, "{skewed}");
+    }
+
+    #[test]
+    fn an_expert_over_capacity_passes_its_extra_tokens_on() {
+        // capacity 0.25 x 12 tokens x 1 / 2 experts = 2 tokens per expert
+        let (cfg, w) = moe(2, 1, Some(0.25), 11);
+        let m = Llama::new(&cfg, &w, &Device::Cpu).unwrap();
+        let h = Tensor::randn(0f32, 1.0, (12, cfg.hidden_size), &Device::Cpu).unwrap();
+        let (got, _) = m.layers[0].mlp.forward(&h, false).unwrap();
+        let norms: Vec<f32> = got.sqr().unwrap().sum(1).unwrap().to_vec1().unwrap();
+        let served = norms.iter().filter(|&&v| v > 0.0).count();
+        assert!((2..=4).contains(&served), "{norms:?}");
+        // the tokens it served get exactly what an unlimited expert gives them
+        let mut unlimited = cfg.clone();
+        unlimited.expert_capacity_factor = None;
+        let u = Llama::new(&unlimited, &w, &Device::Cpu).unwrap();
+        let (all, _) = u.layers[0].mlp.forward(&h, false).unwrap();
+        for (t, &v) in norms.iter().enumerate() {
+            if v > 0.0 {
+                let d = max_diff(&got.narrow(0, t, 1).unwrap(), &all.narrow(0, t, 1).unwrap());
+                assert!(d < 1e-6);
+            }
+        }
+    }
+
+    #[test]
+    fn gradients_reach_the_router_and_the_experts_and_match_finite_differences() {
+        let (cfg, w) = moe(4, 2, None, 5);
+        let targets = ids()
+            .narrow(1, 1, 7)
+            .unwrap()
+            .pad_with_zeros(1, 0, 1)
+            .unwrap();
+        let vars = weights::to_vars(&cfg, &w).unwrap();
+        let tw = weights::var_tensors(&vars, false);
+        let m = Llama::new(&cfg, &tw, &Device::Cpu).unwrap();
+        let (loss, balance) = m.train_loss(&ids(), &targets).unwrap();
+        assert!(balance.is_some());
+        let grads = loss.backward().unwrap();
+        let loss_at = |name: &str, i: usize, delta: f32| -> f64 {
+            let mut w2 = w.clone();
+            let t = &w2[name];
+            let mut v: Vec<f32> = t.flatten_all().unwrap().to_vec1().unwrap();
+            v[i] += delta;
+            let nt = Tensor::from_vec(v, t.dims(), &Device::Cpu).unwrap();
+            w2.insert(name.to_string(), nt);
+            let m = Llama::new(&cfg, &w2, &Device::Cpu).unwrap();
+            m.train_loss(&ids(), &targets)
+                .unwrap()
+                .0
+                .to_dtype(DType::F64)
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        for name in [
+            "model.layers.0.block_sparse_moe.gate.weight",
+            "model.layers.1.block_sparse_moe.experts.2.w2.weight",
+            "model.layers.0.block_sparse_moe.experts.1.w1.weight",
+        ] {
+            let var = &vars.iter().find(|(n, _)| n == name).unwrap().1;
+            let g: Vec<f32> = grads
+                .get(var.as_tensor())
+                .expect(name)
+                .flatten_all()
+                .unwrap()
+                .to_vec1()
+                .unwrap();
+            // the largest-gradient entry, by central differences
+            let i = (0..g.len())
+                .max_by(|&a, &b| g[a].abs().total_cmp(&g[b].abs()))
+                .unwrap();
+            let eps = 1e-2;
+            let fd = (loss_at(name, i, eps) - loss_at(name, i, -eps)) / (2.0 * eps as f64);
+            let rel = (fd - g[i] as f64).abs() / fd.abs().max(1e-6);
+            assert!(
+                rel < 0.05,
+                "{name}[{i}]: backward {} vs finite differences {fd}",
+                g[i]
+            );
+        }
     }
 }

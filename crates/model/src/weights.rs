@@ -24,9 +24,23 @@ pub fn param_shapes(cfg: &Config) -> Vec<(String, Vec<usize>)> {
         out.push((format!("{p}.self_attn.v_proj.weight"), vec![kv * d, c]));
         out.push((format!("{p}.self_attn.o_proj.weight"), vec![c, h * d]));
         out.push((format!("{p}.post_attention_layernorm.weight"), vec![c]));
-        out.push((format!("{p}.mlp.gate_proj.weight"), vec![f, c]));
-        out.push((format!("{p}.mlp.up_proj.weight"), vec![f, c]));
-        out.push((format!("{p}.mlp.down_proj.weight"), vec![c, f]));
+        match cfg.experts() {
+            // Mixtral's names: w1 gate, w3 up, w2 down
+            Some((e, _)) => {
+                out.push((format!("{p}.block_sparse_moe.gate.weight"), vec![e, c]));
+                for x in 0..e {
+                    let q = format!("{p}.block_sparse_moe.experts.{x}");
+                    out.push((format!("{q}.w1.weight"), vec![f, c]));
+                    out.push((format!("{q}.w2.weight"), vec![c, f]));
+                    out.push((format!("{q}.w3.weight"), vec![f, c]));
+                }
+            }
+            None => {
+                out.push((format!("{p}.mlp.gate_proj.weight"), vec![f, c]));
+                out.push((format!("{p}.mlp.up_proj.weight"), vec![f, c]));
+                out.push((format!("{p}.mlp.down_proj.weight"), vec![c, f]));
+            }
+        }
     }
     out.push(("model.norm.weight".to_string(), vec![c]));
     if cfg.is_classifier() {
@@ -84,7 +98,10 @@ pub fn init_weights(cfg: &Config, seed: u64, device: &Device) -> Result<HashMap<
             // A new head starts at zero: every answer scores the same until it learns.
             vec![0.0; n]
         } else {
-            let s = if name.contains("o_proj") || name.contains("down_proj") {
+            let s = if name.contains("o_proj")
+                || name.contains("down_proj")
+                || name.ends_with(".w2.weight")
+            {
                 resid_std
             } else {
                 std

@@ -208,6 +208,7 @@ pub fn distill(
             tokenizer,
             opts.seq_len,
             tied,
+            None,
             opts.seed,
             device,
         )

@@ -21,7 +21,7 @@ pub use distill::{distill, DistillOptions, DistillSummary, KlKind};
 pub use dpo::{dpo, DpoOptions, DpoSummary};
 pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
 pub use pg::{Algo, ModelReward, PgInputs, PgOptions, PgSummary, Reward};
-pub use pretrain::{pretrain, PretrainOptions, PretrainSummary};
+pub use pretrain::{pretrain, MoeOptions, PretrainOptions, PretrainSummary};
 pub use reward::{reward, RewardOptions, RewardSummary, RmEval};
 pub use schedule::{Schedule, ScheduleKind};
 pub use sft::{sft, PackStats, Rows, SftOptions, SftSummary};

@@ -39,6 +39,18 @@ pub struct PretrainOptions {
     pub seed: u64,
     /// Share the output projection with the token embedding.
     pub tie_embeddings: bool,
+    /// A mixture of experts instead of one MLP per block.
+    pub experts: Option<MoeOptions>,
+}
+
+/// A mixture-of-experts model: `experts` SwiGLU MLPs per block (each the preset's MLP
+/// size), `per_token` active per token.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct MoeOptions {
+    pub experts: usize,
+    pub per_token: usize,
+    pub aux_loss_coef: f64,
+    pub capacity_factor: Option<f64>,
 }
 
 impl Default for PretrainOptions {
@@ -61,6 +73,7 @@ impl Default for PretrainOptions {
             checkpoint_every: 100,
             seed: 42,
             tie_embeddings: true,
+            experts: None,
         }
     }
 }
@@ -82,10 +95,14 @@ impl PretrainOptions {
 
     /// The options that must not change across a resume (the step count may grow).
     fn resume_key(&self) -> serde_json::Value {
-        crate::dist::keyed(serde_json::json!({
+        let mut key = serde_json::json!({
             "preset": self.preset, "seq_len": self.seq_len, "batch_size": self.batch_size,
             "grad_accum": self.grad_accum, "seed": self.seed,
-        }))
+        });
+        if let Some(m) = &self.experts {
+            key["experts"] = serde_json::json!(m);
+        }
+        crate::dist::keyed(key)
     }
 }
 
@@ -125,6 +142,7 @@ pub fn pretrain(
             tokenizer,
             opts.seq_len,
             opts.tie_embeddings,
+            opts.experts.as_ref(),
             opts.seed,
             device,
         )
@@ -251,11 +269,15 @@ pub(crate) fn fresh_model(
     tokenizer: &Tokenizer,
     seq_len: usize,
     tie_embeddings: bool,
+    experts: Option<&MoeOptions>,
     seed: u64,
     device: &Device,
 ) -> Result<(Config, std::collections::HashMap<String, Tensor>)> {
     let mut cfg = Config::preset(preset, tokenizer.vocab_size(), seq_len)?;
     cfg.tie_word_embeddings = tie_embeddings;
+    if let Some(m) = experts {
+        cfg = cfg.with_experts(m.experts, m.per_token, m.aux_loss_coef, m.capacity_factor)?;
+    }
     let s = tokenizer.special();
     (cfg.bos_token_id, cfg.eos_token_id, cfg.pad_token_id) =
         (Some(s.bos), Some(s.end), Some(s.pad));

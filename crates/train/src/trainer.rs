@@ -225,10 +225,12 @@ impl<'a> Run<'a> {
     ) -> Result<LoopEnd> {
         let micro = |m: &Llama, rng: &mut ChaCha8Rng, step: u64| {
             let (x, y, tokens) = batch(rng, step)?;
+            let (loss, balance) = m.train_loss(&x, &y)?;
             Ok(Micro {
-                loss: m.loss(&x, &y)?,
+                loss,
                 tokens,
-                stats: Vec::new(),
+                // a mixture of experts logs how evenly it routes (1: perfectly)
+                stats: balance.map(|b| ("router_balance", b)).into_iter().collect(),
             })
         };
         self.train_with(lo, schedule, hooks, micro, eval, save)
