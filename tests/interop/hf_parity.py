@@ -1,7 +1,8 @@
 """A ferrochat checkpoint folder is a Hugging Face folder: `tokenizer.json` loads in
 `tokenizers`/`transformers` unchanged and gives our ids, and `LlamaForCausalLM`
 loaded from the folder gives our logits (max abs diff < 1e-4), for tied and untied
-embeddings and grouped-query attention.
+embeddings and grouped-query attention; a mixture of experts with two experts per token
+loads as `MixtralForCausalLM` with the same logits.
 
     python tests/interop/hf_parity.py --ferrochat target/debug/ferrochat
 """
@@ -75,6 +76,24 @@ def main():
                 print(f"{tag:6} {prompt!r}: {len(ids)} tokens, max |logit diff| = {diff:.2e}")
                 if not diff < 1e-4:
                     failures.append(f"{tag} logits differ by {diff} for {prompt!r}")
+        # a mixture of experts (top-2 routing) is a Mixtral folder
+        from transformers import AutoModelForCausalLM
+        moe = os.path.join(w, "moe")
+        run([fc, "pretrain", "--data", data, "--output", moe, "--preset", "tiny", "--steps", "3",
+             "--seq", "32", "--batch", "2", "--quiet", "--eval-batches", "1",
+             "--experts", "4", "--experts-per-token", "2"])
+        mx = AutoModelForCausalLM.from_pretrained(moe, dtype=torch.float32).eval()
+        for prompt in PROMPTS:
+            out = os.path.join(w, "logits.json")
+            run([fc, "logits", "--model", moe, "--prompt", prompt, "--output", out])
+            with open(out) as f:
+                ours = json.load(f)
+            with torch.no_grad():
+                theirs = mx(torch.tensor([ours["ids"]])).logits[0]
+            diff = (theirs - torch.tensor(ours["logits"])).abs().max().item()
+            print(f"{type(mx).__name__} {prompt!r}: max |logit diff| = {diff:.2e}")
+            if type(mx).__name__ != "MixtralForCausalLM" or not diff < 1e-4:
+                failures.append(f"mixture of experts: {type(mx).__name__}, logits differ by {diff}")
         # export hf: a clean folder that transformers loads, with a generation config whose
         # end of turn is our <|end|>, and the same logits
         from transformers import GenerationConfig
