@@ -255,7 +255,10 @@ impl Config {
                         "num_experts_per_tok {k} must be between 1 and num_local_experts ({e})"
                     ));
                 }
-                if self.expert_capacity_factor.is_some_and(|c| c.is_nan() || c <= 0.0) {
+                if self
+                    .expert_capacity_factor
+                    .is_some_and(|c| c.is_nan() || c <= 0.0)
+                {
                     return bad("expert_capacity_factor must be positive".into());
                 }
             }
