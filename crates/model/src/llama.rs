@@ -33,8 +33,16 @@ struct Swiglu {
     down: Weight,
 }
 
+/// Sees what enters a block's MLP projections: ("mlp.gate_up" or "mlp.down_proj", input).
+type MlpProbe<'a> = &'a mut dyn FnMut(&str, &Tensor) -> Result<()>;
+
+fn no_probe(_: &str, _: &Tensor) -> Result<()> {
+    Ok(())
+}
+
 impl Swiglu {
-    fn forward(&self, h: &Tensor, rows: bool) -> Result<Tensor> {
+    /// h (N, C) -> (N, C); `rows` uses the row-at-a-time kernels of decoding.
+    fn forward(&self, h: &Tensor, rows: bool, probe: MlpProbe) -> Result<Tensor> {
         let f = |w: &Weight, x: &Tensor| {
             if rows {
                 w.forward_rows(x)
@@ -42,7 +50,9 @@ impl Swiglu {
                 w.forward(x)
             }
         };
-        let g = ops::swiglu(&f(&self.gate, h)?, &f(&self.up, h)?)?;
+        probe("mlp.gate_up", h)?;
+        let g = ops::swiglu(&f(&self.gate, h)?, &f(&self.up, h)?)?; // (N, F)
+        probe("mlp.down_proj", &g)?;
         f(&self.down, &g)
     }
 }
@@ -65,65 +75,80 @@ fn softmax_rows(x: &Tensor) -> Result<Tensor> {
 }
 
 impl Mlp {
-    /// h (N, C) -> (N, C), and for a mixture the load-balancing loss of this call.
-    fn forward(&self, h: &Tensor, rows: bool) -> Result<(Tensor, Option<Tensor>)> {
-        let Mlp::Experts {
-            router,
-            experts,
-            per_token: k,
-            capacity_factor,
-        } = self
-        else {
-            let Mlp::Dense(m) = self else { unreachable!() };
-            return Ok((m.forward(h, rows)?, None));
-        };
-        let (n, c) = h.dims2()?;
-        let e = experts.len();
-        let probs = softmax_rows(&linear(h, router)?)?; // (N, E)
-        let p: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
-        // each token's k most likely experts, best first
-        let mut chosen: Vec<u32> = Vec::with_capacity(n * k);
-        let mut top1 = vec![0f64; e];
-        for t in 0..n {
-            let row = &p[t * e..(t + 1) * e];
-            let mut idx: Vec<usize> = (0..e).collect();
-            idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            top1[idx[0]] += 1.0;
-            chosen.extend(idx[..*k].iter().map(|&x| x as u32));
-        }
-        let chosen_t = Tensor::from_vec(chosen.clone(), (n, *k), h.device())?;
-        let mut gates = probs.gather(&chosen_t, 1)?; // (N, k)
-        if *k > 1 {
-            gates = gates.broadcast_div(&gates.sum_keepdim(1)?)?;
-        }
-        let gates = gates.flatten_all()?; // (N * k)
-        let cap = capacity_factor.map(|f| ((f * (n * k) as f64 / e as f64).ceil() as usize).max(1));
-        let mut out = Tensor::zeros((n, c), h.dtype(), h.device())?;
-        for (x, expert) in experts.iter().enumerate() {
-            // (token, slot) pairs routed to expert x, in token order, up to its capacity
-            let mut tokens: Vec<u32> = Vec::new();
-            let mut slots: Vec<u32> = Vec::new();
-            for (i, &ex) in chosen.iter().enumerate() {
-                if ex as usize == x && cap.is_none_or(|cap| tokens.len() < cap) {
-                    tokens.push((i / k) as u32);
-                    slots.push(i as u32);
-                }
+    /// h (N, C) -> (N, C), and for a mixture the load-balancing loss of this call. A dense
+    /// MLP shows `probe` its inputs (a mixture's experts are not probed).
+    fn forward(&self, h: &Tensor, rows: bool, probe: MlpProbe) -> Result<(Tensor, Option<Tensor>)> {
+        match self {
+            Mlp::Dense(m) => Ok((m.forward(h, rows, probe)?, None)),
+            Mlp::Experts {
+                router,
+                experts,
+                per_token,
+                capacity_factor,
+            } => {
+                let (y, aux) = mixture(h, rows, router, experts, *per_token, *capacity_factor)?;
+                Ok((y, Some(aux)))
             }
-            if tokens.is_empty() {
-                continue;
-            }
-            let tok = Tensor::new(tokens.as_slice(), h.device())?;
-            let w = gates.index_select(&Tensor::new(slots.as_slice(), h.device())?, 0)?;
-            let y = expert.forward(&h.index_select(&tok, 0)?, rows)?;
-            out = out.index_add(&tok, &y.broadcast_mul(&w.unsqueeze(1)?)?, 0)?;
         }
-        // Switch's balance loss: E x sum_e (share of tokens whose first choice is e) x
-        // (mean router probability of e); 1 when perfectly balanced
-        let share: Vec<f32> = top1.iter().map(|&v| (v / n as f64) as f32).collect();
-        let share = Tensor::from_vec(share, e, h.device())?;
-        let aux = ((probs.mean(0)? * share)?.sum_all()? * e as f64)?;
-        Ok((out, Some(aux)))
     }
+}
+
+/// The routed mixture of `experts` over h (N, C): the output (N, C) and the load-balancing
+/// loss.
+fn mixture(
+    h: &Tensor,
+    rows: bool,
+    router: &Tensor,
+    experts: &[Swiglu],
+    k: usize,
+    capacity_factor: Option<f64>,
+) -> Result<(Tensor, Tensor)> {
+    let (n, c) = h.dims2()?;
+    let e = experts.len();
+    let probs = softmax_rows(&linear(h, router)?)?; // (N, E)
+    let p: Vec<f32> = probs.detach().flatten_all()?.to_vec1()?;
+    // each token's k most likely experts, best first
+    let mut chosen: Vec<u32> = Vec::with_capacity(n * k);
+    let mut top1 = vec![0f64; e];
+    for t in 0..n {
+        let row = &p[t * e..(t + 1) * e];
+        let mut idx: Vec<usize> = (0..e).collect();
+        idx.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+        top1[idx[0]] += 1.0;
+        chosen.extend(idx[..k].iter().map(|&x| x as u32));
+    }
+    let chosen_t = Tensor::from_vec(chosen.clone(), (n, k), h.device())?;
+    let mut gates = probs.gather(&chosen_t, 1)?; // (N, k)
+    if k > 1 {
+        gates = gates.broadcast_div(&gates.sum_keepdim(1)?)?;
+    }
+    let gates = gates.flatten_all()?; // (N * k)
+    let cap = capacity_factor.map(|f| ((f * (n * k) as f64 / e as f64).ceil() as usize).max(1));
+    let mut out = Tensor::zeros((n, c), h.dtype(), h.device())?;
+    for (x, expert) in experts.iter().enumerate() {
+        // (token, slot) pairs routed to expert x, in token order, up to its capacity
+        let mut tokens: Vec<u32> = Vec::new();
+        let mut slots: Vec<u32> = Vec::new();
+        for (i, &ex) in chosen.iter().enumerate() {
+            if ex as usize == x && cap.is_none_or(|cap| tokens.len() < cap) {
+                tokens.push((i / k) as u32);
+                slots.push(i as u32);
+            }
+        }
+        if tokens.is_empty() {
+            continue;
+        }
+        let tok = Tensor::new(tokens.as_slice(), h.device())?;
+        let w = gates.index_select(&Tensor::new(slots.as_slice(), h.device())?, 0)?;
+        let y = expert.forward(&h.index_select(&tok, 0)?, rows, &mut no_probe)?;
+        out = out.index_add(&tok, &y.broadcast_mul(&w.unsqueeze(1)?)?, 0)?;
+    }
+    // Switch's balance loss: E x sum_e (share of tokens whose first choice is e) x
+    // (mean router probability of e); 1 when perfectly balanced
+    let share: Vec<f32> = top1.iter().map(|&v| (v / n as f64) as f32).collect();
+    let share = Tensor::from_vec(share, e, h.device())?;
+    let aux = ((probs.mean(0)? * share)?.sum_all()? * e as f64)?;
+    Ok((out, aux))
 }
 
 /// `x @ w^T` for x (N, in) and w (out, in): the layout of a Hugging Face linear weight.
@@ -330,21 +355,10 @@ impl Llama {
             probe(i, "self_attn.o_proj", &a)?;
             x = (x + l.o_proj.forward(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            let y = match &l.mlp {
-                Mlp::Dense(m) => {
-                    probe(i, "mlp.gate_up", &h)?;
-                    let g = ops::swiglu(&m.gate.forward(&h)?, &m.up.forward(&h)?)?; // (B * T, F)
-                    probe(i, "mlp.down_proj", &g)?;
-                    m.down.forward(&g)?
-                }
-                moe => {
-                    let (y, balance) = moe.forward(&h, false)?;
-                    if let (Some(a), Some(b)) = (aux.as_deref_mut(), balance) {
-                        a.push(b);
-                    }
-                    y
-                }
-            };
+            let (y, balance) = l.mlp.forward(&h, false, &mut |name, t| probe(i, name, t))?;
+            if let (Some(a), Some(b)) = (aux.as_deref_mut(), balance) {
+                a.push(b);
+            }
             x = (x + y)?;
         }
         if let Some(c) = cache {
@@ -495,7 +509,7 @@ impl Llama {
             let a = Tensor::cat(&heads, 1)?.reshape((b, hq * d))?; // (B, Hq * D)
             x = (x + l.o_proj.forward_rows(&a)?)?;
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            x = (x + l.mlp.forward(&h, true)?.0)?;
+            x = (x + l.mlp.forward(&h, true, &mut no_probe)?.0)?;
         }
         for c in caches.iter_mut() {
             c.advance(1);
@@ -641,7 +655,7 @@ mod tests {
             };
             let mut y = Tensor::zeros_like(&x).unwrap();
             for &i in top {
-                let o = experts[i].forward(&x, false).unwrap();
+                let o = experts[i].forward(&x, false, &mut no_probe).unwrap();
                 y = (y + (o * (p[i] / norm) as f64).unwrap()).unwrap();
             }
             rows.push(y);
@@ -655,13 +669,13 @@ mod tests {
             let (cfg, w) = moe(4, k, None, 7);
             let m = Llama::new(&cfg, &w, &Device::Cpu).unwrap();
             let h = Tensor::randn(0f32, 1.0, (10, cfg.hidden_size), &Device::Cpu).unwrap();
-            let (got, aux) = m.layers[0].mlp.forward(&h, false).unwrap();
+            let (got, aux) = m.layers[0].mlp.forward(&h, false, &mut no_probe).unwrap();
             assert!(
                 max_diff(&got, &reference(&m.layers[0].mlp, &h)) < 1e-5,
                 "k {k}"
             );
             // the decode path (row by row kernels) agrees
-            let (rows, _) = m.layers[0].mlp.forward(&h, true).unwrap();
+            let (rows, _) = m.layers[0].mlp.forward(&h, true, &mut no_probe).unwrap();
             assert!(max_diff(&got, &rows) < 1e-5);
             let aux = aux.unwrap().to_scalar::<f32>().unwrap();
             assert!((0.99..=4.0).contains(&aux), "{aux}");
@@ -675,7 +689,7 @@ mod tests {
         let h = Tensor::randn(0f32, 1.0, (64, c), &Device::Cpu).unwrap();
         let aux_of = |w: &HashMap<String, Tensor>| {
             let m = Llama::new(&cfg, w, &Device::Cpu).unwrap();
-            let (_, aux) = m.layers[0].mlp.forward(&h, false).unwrap();
+            let (_, aux) = m.layers[0].mlp.forward(&h, false, &mut no_probe).unwrap();
             aux.unwrap().to_scalar::<f32>().unwrap()
         };
         // a router of zeros: every probability 1/4, so the loss is exactly 1
@@ -705,7 +719,7 @@ mod tests {
         let (cfg, w) = moe(2, 1, Some(0.25), 11);
         let m = Llama::new(&cfg, &w, &Device::Cpu).unwrap();
         let h = Tensor::randn(0f32, 1.0, (12, cfg.hidden_size), &Device::Cpu).unwrap();
-        let (got, _) = m.layers[0].mlp.forward(&h, false).unwrap();
+        let (got, _) = m.layers[0].mlp.forward(&h, false, &mut no_probe).unwrap();
         let norms: Vec<f32> = got.sqr().unwrap().sum(1).unwrap().to_vec1().unwrap();
         let served = norms.iter().filter(|&&v| v > 0.0).count();
         assert!((2..=4).contains(&served), "{norms:?}");
@@ -713,7 +727,7 @@ mod tests {
         let mut unlimited = cfg.clone();
         unlimited.expert_capacity_factor = None;
         let u = Llama::new(&unlimited, &w, &Device::Cpu).unwrap();
-        let (all, _) = u.layers[0].mlp.forward(&h, false).unwrap();
+        let (all, _) = u.layers[0].mlp.forward(&h, false, &mut no_probe).unwrap();
         for (t, &v) in norms.iter().enumerate() {
             if v > 0.0 {
                 let d = max_diff(&got.narrow(0, t, 1).unwrap(), &all.narrow(0, t, 1).unwrap());
