@@ -76,9 +76,6 @@ pub struct Config {
     pub expert_capacity_factor: Option<f64>,
 }
 
-/// The architecture of a mixture-of-experts language model (Mixtral's layout).
-pub const MOE_CAUSAL_LM: &str = "MixtralForCausalLM";
-
 fn default_architectures() -> Vec<String> {
     vec![CAUSAL_LM.into()]
 }
@@ -186,11 +183,7 @@ impl Config {
         self.router_aux_loss_coef = Some(aux_loss_coef);
         self.expert_capacity_factor = capacity_factor;
         self.model_type = "mixtral".into();
-        self.architectures = vec![if self.is_classifier() {
-            "MixtralForSequenceClassification".into()
-        } else {
-            MOE_CAUSAL_LM.into()
-        }];
+        self.architectures = vec![self.architecture(self.is_classifier()).into()];
         self.validate()?;
         Ok(self)
     }
@@ -203,15 +196,14 @@ impl Config {
         }
     }
 
-    /// Parameters one token passes through (all of them for a dense model; a mixture of
-    /// experts counts only the experts a token is routed to).
-    pub fn active_params(&self) -> usize {
-        match self.experts() {
-            Some((e, k)) => {
-                let per_expert = 3 * self.hidden_size * self.intermediate_size;
-                self.num_params() - self.num_hidden_layers * (e - k) * per_expert
-            }
-            None => self.num_params(),
+    /// The Hugging Face architecture of this trunk as a scoring model or a language model
+    /// (Mixtral's names for a mixture of experts, Llama's otherwise).
+    fn architecture(&self, classifier: bool) -> &'static str {
+        match (self.experts().is_some(), classifier) {
+            (true, true) => "MixtralForSequenceClassification",
+            (true, false) => "MixtralForCausalLM",
+            (false, true) => SEQUENCE_CLASSIFIER,
+            (false, false) => CAUSAL_LM,
         }
     }
 
@@ -225,10 +217,7 @@ impl Config {
     /// The same trunk as a single-score classifier (a reward or value model).
     pub fn to_classifier(&self) -> Self {
         let mut c = self.clone();
-        c.architectures = vec![match self.experts() {
-            Some(_) => "MixtralForSequenceClassification".into(),
-            None => SEQUENCE_CLASSIFIER.into(),
-        }];
+        c.architectures = vec![self.architecture(true).into()];
         c.id2label = Some(BTreeMap::from([("0".to_string(), "LABEL_0".to_string())]));
         c
     }
@@ -236,10 +225,7 @@ impl Config {
     /// The same trunk as a causal language model.
     pub fn to_causal_lm(&self) -> Self {
         let mut c = self.clone();
-        c.architectures = vec![match self.experts() {
-            Some(_) => MOE_CAUSAL_LM.into(),
-            None => CAUSAL_LM.into(),
-        }];
+        c.architectures = vec![self.architecture(false).into()];
         c.id2label = None;
         c
     }

@@ -121,6 +121,15 @@ pub fn unstructured(
     Ok(zeros as f64 / total.max(1) as f64)
 }
 
+/// The `keep` highest-scoring indices, in index order.
+fn most_important(scores: &[f32], keep: usize) -> Vec<usize> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[b].total_cmp(&scores[a]));
+    idx.truncate(keep);
+    idx.sort();
+    idx
+}
+
 /// Keeps `keep` MLP channels in every block (the most important ones, in their order)
 /// and shrinks the gate, up and down projections and `cfg.intermediate_size` to match.
 /// Importance: activation norm of the channel (calibration) x norm of its down column;
@@ -154,10 +163,10 @@ pub fn mlp_channels(
             }
         };
         let imp = importance.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let mut idx: Vec<u32> = (0..f as u32).collect();
-        idx.sort_by(|&a, &b| imp[b as usize].total_cmp(&imp[a as usize]));
-        idx.truncate(keep);
-        idx.sort();
+        let idx: Vec<u32> = most_important(&imp, keep)
+            .into_iter()
+            .map(|i| i as u32)
+            .collect();
         let idx = Tensor::new(idx.as_slice(), &Device::Cpu)?.to_device(gate.device())?;
         w.insert(format!("{p}.gate_proj.weight"), gate.index_select(&idx, 0)?);
         w.insert(format!("{p}.up_proj.weight"), up.index_select(&idx, 0)?);
@@ -210,12 +219,8 @@ pub fn heads(
             None => (q.sqr()?.sum(D::Minus1)?.sqrt()? * &o_col)?,
         };
         let feature = feature.to_dtype(DType::F32)?.to_vec1::<f32>()?;
-        let group_score =
-            |grp: usize| -> f32 { feature[grp * g * d..(grp + 1) * g * d].iter().sum() };
-        let mut groups: Vec<usize> = (0..kv).collect();
-        groups.sort_by(|&a, &b| group_score(b).total_cmp(&group_score(a)));
-        groups.truncate(keep);
-        groups.sort();
+        let group_scores: Vec<f32> = feature.chunks(g * d).map(|c| c.iter().sum()).collect();
+        let groups = most_important(&group_scores, keep);
         let rows = |per: usize| -> Result<Tensor> {
             let idx: Vec<u32> = groups
                 .iter()
