@@ -30,6 +30,17 @@ def run(cmd):
     return r.stdout
 
 
+def ours_and_diff(fc, model, hf, prompt, out):
+    """Our `logits` output for prompt, and its max abs difference from the HF model's."""
+    import torch
+    run([fc, "logits", "--model", model, "--prompt", prompt, "--output", out])
+    with open(out) as f:
+        ours = json.load(f)
+    with torch.no_grad():
+        theirs = hf(torch.tensor([ours["ids"]])).logits[0]
+    return ours, (theirs - torch.tensor(ours["logits"])).abs().max().item()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferrochat", required=True)
@@ -58,10 +69,7 @@ def main():
             auto_tok = AutoTokenizer.from_pretrained(model)
             hf = LlamaForCausalLM.from_pretrained(model, torch_dtype=torch.float32).eval()
             for prompt in PROMPTS:
-                out = os.path.join(w, "logits.json")
-                run([fc, "logits", "--model", model, "--prompt", prompt, "--output", out])
-                with open(out) as f:
-                    ours = json.load(f)
+                ours, diff = ours_and_diff(fc, model, hf, prompt, os.path.join(w, "logits.json"))
                 ids = ours["ids"]
                 if hf_tok.encode(prompt, add_special_tokens=False).ids != ids:
                     failures.append(f"tokenizers ids differ for {prompt!r}")
@@ -69,9 +77,6 @@ def main():
                     failures.append(f"AutoTokenizer ids differ for {prompt!r}")
                 if hf_tok.decode(ids) != prompt:
                     failures.append(f"decode differs for {prompt!r}")
-                with torch.no_grad():
-                    theirs = hf(torch.tensor([ids])).logits[0]
-                diff = (theirs - torch.tensor(ours["logits"])).abs().max().item()
                 tag = "untied" if untied else "tied"
                 print(f"{tag:6} {prompt!r}: {len(ids)} tokens, max |logit diff| = {diff:.2e}")
                 if not diff < 1e-4:
@@ -84,13 +89,7 @@ def main():
              "--experts", "4", "--experts-per-token", "2"])
         mx = AutoModelForCausalLM.from_pretrained(moe, dtype=torch.float32).eval()
         for prompt in PROMPTS:
-            out = os.path.join(w, "logits.json")
-            run([fc, "logits", "--model", moe, "--prompt", prompt, "--output", out])
-            with open(out) as f:
-                ours = json.load(f)
-            with torch.no_grad():
-                theirs = mx(torch.tensor([ours["ids"]])).logits[0]
-            diff = (theirs - torch.tensor(ours["logits"])).abs().max().item()
+            _, diff = ours_and_diff(fc, moe, mx, prompt, os.path.join(w, "logits.json"))
             print(f"{type(mx).__name__} {prompt!r}: max |logit diff| = {diff:.2e}")
             if type(mx).__name__ != "MixtralForCausalLM" or not diff < 1e-4:
                 failures.append(f"mixture of experts: {type(mx).__name__}, logits differ by {diff}")

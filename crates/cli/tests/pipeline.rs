@@ -72,6 +72,18 @@ fn pretrain(data: &Path, out: &Path, steps: u32) -> Command {
     c
 }
 
+/// Runs a training command and kills it (SIGKILL) once it has written its first checkpoint.
+fn kill_after_first_checkpoint(cmd: &mut Command) {
+    let mut child = cmd.stdout(Stdio::piped()).spawn().unwrap();
+    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
+            break;
+        }
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
 fn meta_metric(dir: &Path, key: &str) -> f64 {
     let meta: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("meta.json")).unwrap()).unwrap();
@@ -115,18 +127,7 @@ fn pretraining_learns_resumes_exactly_and_refuses_bad_input() {
     let unbroken = tmp.path().join("unbroken");
     ok(&mut pretrain(&data, &unbroken, 60));
     let killed = tmp.path().join("killed");
-    let mut child = pretrain(&data, &killed, 60)
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_checkpoint(&mut pretrain(&data, &killed, 60));
     let at = ok(pretrain(&data, &killed, 60).arg("--resume"));
     assert!(
         at.contains("\"step\":60"),
@@ -248,15 +249,7 @@ fn a_mixture_of_experts_trains_resumes_and_fine_tunes() {
     assert!(greedy_from(&full).starts_with("The capital of"));
     // killed after its first checkpoint and resumed: the same model as the unbroken run
     let resumed = tmp.path().join("moe_resumed");
-    let mut child = moe(&resumed, 40).stdout(Stdio::piped()).spawn().unwrap();
-    let stdout = child.stdout.take().unwrap();
-    for line in BufReader::new(stdout).lines() {
-        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_checkpoint(&mut moe(&resumed, 40));
     ok(moe(&resumed, 40).arg("--resume"));
     assert!(
         logits(&resumed) == logits(&full),
@@ -972,18 +965,7 @@ fn fine_tuning_learns_answers_reports_bad_dialogues_and_resumes_exactly() {
     let unbroken = tmp.path().join("unbroken");
     ok(&mut sft(&base, &dialogues, &unbroken, 12));
     let killed = tmp.path().join("killed");
-    let mut child = sft(&base, &dialogues, &killed, 12)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-        if line.unwrap().contains("\"kind\":\"checkpoint\"") {
-            break;
-        }
-    }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    kill_after_first_checkpoint(sft(&base, &dialogues, &killed, 12).stderr(Stdio::null()));
     ok(sft(&base, &dialogues, &killed, 12).arg("--resume"));
     assert_eq!(logits(&killed), logits(&unbroken), "resumed SFT differs");
     // a pretraining folder is not an SFT run to resume

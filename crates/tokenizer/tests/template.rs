@@ -1,8 +1,11 @@
 //! A model's own Jinja chat template (as an imported model has): rendering, masks, fitting,
 //! plain-text contents, and the round trip through `tokenizer_config.json`.
 
+mod common;
+use common::targets;
+
 use ferrochat_text::Message;
-use ferrochat_tokenizer::{ChatEncoding, ChatTemplate, Tokenizer, TrainOptions};
+use ferrochat_tokenizer::{ChatTemplate, Tokenizer, TrainOptions};
 
 const CHATML: &str =
     "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n\
@@ -31,17 +34,6 @@ fn chatml() -> Tokenizer {
     base()
         .with_template(ChatTemplate::new(CHATML, "", "<|im_end|>").unwrap())
         .unwrap()
-}
-
-fn targets(tok: &Tokenizer, enc: &ChatEncoding) -> String {
-    let t: Vec<u32> = enc
-        .ids
-        .iter()
-        .zip(&enc.mask)
-        .filter(|(_, &m)| m)
-        .map(|(&i, _)| i)
-        .collect();
-    tok.decode(&t, true).unwrap()
 }
 
 fn exchange() -> Vec<Message> {

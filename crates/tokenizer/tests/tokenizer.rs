@@ -1,5 +1,8 @@
 //! Tokenizer training, round trips and the chat template.
 
+mod common;
+use common::targets;
+
 use ferrochat_text::Message;
 use ferrochat_tokenizer::{Tokenizer, TrainOptions, SPECIAL_TOKENS};
 
@@ -135,17 +138,6 @@ fn too_small_vocabulary_is_refused() {
         .unwrap()
         .to_string();
     assert!(err.contains("too small"), "{err}");
-}
-
-fn targets(tok: &Tokenizer, enc: &ferrochat_tokenizer::ChatEncoding) -> String {
-    let t: Vec<u32> = enc
-        .ids
-        .iter()
-        .zip(&enc.mask)
-        .filter(|(_, &m)| m)
-        .map(|(&i, _)| i)
-        .collect();
-    tok.decode(&t, true).unwrap()
 }
 
 #[test]
