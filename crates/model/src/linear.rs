@@ -23,10 +23,10 @@ impl Weight {
         Ok(Self::Quant(Arc::new(QMatMul::from_qtensor(q)?)))
     }
 
-    /// `x @ w^T` for x (N, in): (N, out), through candle's matmul (differentiable).
+    /// `x @ w^T` for x (N, in): (N, out), differentiable when dense.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Self::Dense(w) => Ok(x.matmul(&w.t()?)?),
+            Self::Dense(w) => Ok(ops::linear(x, w)?),
             Self::Quant(q) => Ok(q.forward(x)?),
         }
     }

@@ -153,7 +153,7 @@ fn mixture(
 
 /// `x @ w^T` for x (N, in) and w (out, in): the layout of a Hugging Face linear weight.
 fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    Ok(x.matmul(&w.t()?)?)
+    Ok(ops::linear(x, w)?)
 }
 
 /// A Llama-family decoder-only transformer.
@@ -410,15 +410,25 @@ impl Llama {
     /// Mean next-token cross-entropy: ids and targets (B, T); targets equal to
     /// [`ops::IGNORE`] do not count.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let logits = self.forward(ids)?;
-        Ok(ops::cross_entropy(&logits, &targets.flatten_all()?)?)
+        self.head_loss(&self.hidden(ids, None)?, targets)
+    }
+
+    /// Mean cross-entropy of the next-token logits of hidden states (N, C) against
+    /// targets (N or B, T). A dense head goes through the fused head-and-loss op, which
+    /// never holds the (N, V) logits.
+    fn head_loss(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let targets = targets.flatten_all()?;
+        match &self.head {
+            Some(Weight::Dense(w)) => Ok(ops::linear_cross_entropy(hidden, w, &targets)?),
+            _ => Ok(ops::cross_entropy(&self.logits(hidden)?, &targets)?),
+        }
     }
 
     /// What training minimises: [`Llama::loss`], plus for a mixture of experts
     /// `router_aux_loss_coef` x the load-balancing loss, which is also returned (to log).
     pub fn train_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Option<f64>)> {
-        let (logits, balance) = self.forward_with_balance(ids)?;
-        let ce = ops::cross_entropy(&logits, &targets.flatten_all()?)?;
+        let (h, balance) = self.hidden_with_balance(ids)?;
+        let ce = self.head_loss(&h, targets)?;
         Ok(match balance {
             Some(b) => {
                 let v = b.to_scalar::<f32>()? as f64;
@@ -429,16 +439,15 @@ impl Llama {
         })
     }
 
-    /// Logits for every position and, for a mixture of experts, the load-balancing loss
-    /// (mean over blocks; 1 when the routing is perfectly balanced).
-    pub fn forward_with_balance(&self, ids: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    /// Hidden states (B * T, C) and, for a mixture of experts, the load-balancing loss.
+    fn hidden_with_balance(&self, ids: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
         let mut aux = Vec::new();
         let h = self.hidden_inner(ids, None, &mut |_, _, _| Ok(()), Some(&mut aux))?;
         let balance = match aux.len() {
             0 => None,
             n => Some((Tensor::stack(&aux, 0)?.sum_all()? / n as f64)?),
         };
-        Ok((self.logits(&h)?, balance))
+        Ok((h, balance))
     }
 
     /// Feeds `ids` (B, T) after what `cache` holds and returns the logits of the last

@@ -76,6 +76,21 @@ fn bench_small_preset_shapes() -> Result<()> {
             false => composite::swiglu(&x[0], &x[1]),
         },
     )?;
+    for (name, i, o) in [
+        ("linear 384>384", width, width),
+        ("linear 384>1024", width, hidden),
+        ("linear 1024>384", hidden, width),
+        ("linear 384>8192", width, vocab),
+    ] {
+        report(
+            name,
+            &[var(11, &[n, i])?, var(12, &[o, i])?],
+            |f, x| match f {
+                true => super::linear(&x[0], &x[1]),
+                false => composite::linear(&x[0], &x[1]),
+            },
+        )?;
+    }
     let targets: Vec<u32> = (0..n)
         .map(|i| {
             if i % 10 == 0 {
@@ -89,5 +104,13 @@ fn bench_small_preset_shapes() -> Result<()> {
     report("cross_entropy", &[var(10, &[n, vocab])?], |f, x| match f {
         true => super::cross_entropy(&x[0], &targets),
         false => composite::cross_entropy(&x[0], &targets),
-    })
+    })?;
+    report(
+        "head+loss",
+        &[var(13, &[n, width])?, var(14, &[vocab, width])?],
+        |f, x| match f {
+            true => super::linear_cross_entropy(&x[0], &x[1], &targets),
+            false => super::cross_entropy(&super::linear(&x[0], &x[1])?, &targets),
+        },
+    )
 }

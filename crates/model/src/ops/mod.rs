@@ -15,6 +15,7 @@ mod bench;
 mod cpu;
 mod cross_entropy;
 mod decode_linear;
+mod linear;
 mod rms_norm;
 mod rope;
 mod swiglu;
@@ -67,6 +68,30 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
     composite::swiglu(gate, up)
 }
 
+/// A linear layer without bias: `x @ w^T`, in Hugging Face's weight layout.
+/// x (N, in), w (out, in) -> (N, out)
+pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[x, w]) && x.rank() == 2 && w.rank() == 2 {
+        return linear::linear(x, w);
+    }
+    composite::linear(x, w)
+}
+
+/// Mean cross-entropy of the logits `x @ w^T`, for a language-model head: what
+/// `cross_entropy(linear(x, w), targets)` gives, without holding the logits on CPU.
+/// x (N, C), w (V, C), targets (N) u32 -> scalar.
+pub fn linear_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[x, w])
+        && x.rank() == 2
+        && w.rank() == 2
+        && targets.device().is_cpu()
+        && targets.dtype() == DType::U32
+    {
+        return linear::linear_cross_entropy(x, w, targets);
+    }
+    cross_entropy(&linear(x, w)?, targets)
+}
+
 /// Marks a target that does not count in the loss (prompt tokens, padding).
 pub const IGNORE: u32 = u32::MAX;
 
@@ -82,6 +107,10 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
 /// Composite reference versions, built from candle's differentiable ops.
 pub mod composite {
     use super::*;
+
+    pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+        x.matmul(&w.t()?)
+    }
 
     pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
         let ms = x.sqr()?.mean_keepdim(D::Minus1)?;

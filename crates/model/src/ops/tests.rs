@@ -6,7 +6,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{attention, composite, cross_entropy, rms_norm, rope, swiglu, IGNORE};
+use super::{attention, composite, cross_entropy, linear, rms_norm, rope, swiglu, IGNORE};
 
 const TOL: f32 = 1e-4;
 
@@ -164,6 +164,30 @@ fn swiglu_matches_composite() -> Result<()> {
     })
 }
 
+#[test]
+fn linear_matches_composite() -> Result<()> {
+    let vars = [var(15, &[33, 19], 1.0)?, var(16, &[27, 19], 1.0)?];
+    compare("linear", &vars, 2, |fused, t| match fused {
+        true => linear::linear(&t[0], &t[1]),
+        false => composite::linear(&t[0], &t[1]),
+    })?;
+    // a transposed input, a weight that is a narrowed view, a gemm big enough to split
+    let vars = [var(17, &[70, 90], 1.0)?, var(18, &[80, 75], 1.0)?];
+    compare("linear (strided)", &vars, 2, |fused, t| {
+        let x = t[0].t()?;
+        let w = t[1].narrow(1, 3, 70)?;
+        match fused {
+            true => linear::linear(&x, &w),
+            false => composite::linear(&x, &w),
+        }
+    })?;
+    let x = rand_tensor(19, &[4, 5], 1.0)?;
+    let w = rand_tensor(19, &[3, 6], 1.0)?;
+    let err = linear::linear(&x, &w).unwrap_err().to_string();
+    assert!(err.contains("5 features but the weight expects 6"), "{err}");
+    Ok(())
+}
+
 fn targets(n: usize, v: usize, ignore_every: usize) -> Result<Tensor> {
     let t: Vec<u32> = (0..n)
         .map(|i| {
@@ -189,6 +213,48 @@ fn cross_entropy_matches_composite() -> Result<()> {
             false => composite::cross_entropy(&logits.contiguous()?, &tg),
         }
     })
+}
+
+#[test]
+fn linear_cross_entropy_matches_composite() -> Result<()> {
+    // 23 rows, every 4th ignored, in blocks of 5 (several blocks, a ragged last one),
+    // a transposed input, and the loss scaled by the random weight of `compare`
+    let tg = targets(23, 41, 4)?;
+    let vars = [var(40, &[17, 23], 2.0)?, var(41, &[41, 17], 1.0)?];
+    for block in [5, 64] {
+        compare("linear_cross_entropy", &vars, 2, |fused, t| {
+            let x = t[0].t()?;
+            match fused {
+                true => linear::linear_cross_entropy_in(&x, &t[1], &tg, block),
+                false => composite::cross_entropy(&composite::linear(&x, &t[1])?, &tg),
+            }
+        })?;
+    }
+    // nothing counts: zero loss, zero gradients
+    let none = targets(6, 41, 1)?;
+    let x = var(42, &[6, 17], 1.0)?;
+    let w = var(43, &[41, 17], 1.0)?;
+    let loss = linear::linear_cross_entropy(x.as_tensor(), w.as_tensor(), &none)?;
+    assert_eq!(loss.to_scalar::<f32>()?, 0.0);
+    let grads = loss.backward()?;
+    let dx = grads.get(x.as_tensor()).expect("dx").abs()?.sum_all()?;
+    assert_eq!(dx.to_scalar::<f32>()?, 0.0);
+    // bad targets and shapes are named
+    let bad = Tensor::new(&[0u32, 41, 2, 3, 4, 5], &Device::Cpu)?;
+    let err = linear::linear_cross_entropy(x.as_tensor(), w.as_tensor(), &bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("target 41 is outside the vocabulary of 41"),
+        "{err}"
+    );
+    let narrow = w.as_tensor().narrow(1, 0, 16)?;
+    let err = linear::linear_cross_entropy(x.as_tensor(), &narrow, &none).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("17 features but the head expects 16"),
+        "{err}"
+    );
+    Ok(())
 }
 
 #[test]
@@ -272,6 +338,23 @@ fn fused_ops_match_finite_differences() -> Result<()> {
     let tg = targets(5, 6, 4)?;
     finite_difference("cross_entropy", &rand_tensor(27, &[5, 6], 2.0)?, |x| {
         cross_entropy::cross_entropy(x, &tg)
+    })?;
+    let lw = rand_tensor(29, &[4, 7], 1.0)?;
+    finite_difference("linear dx", &rand_tensor(30, &[3, 7], 1.0)?, |x| {
+        linear::linear(x, &lw)
+    })?;
+    let lx = rand_tensor(31, &[3, 7], 1.0)?;
+    finite_difference("linear dw", &lw, |w| linear::linear(&lx, w))?;
+    let ht = targets(5, 9, 3)?;
+    let hw = rand_tensor(32, &[9, 7], 1.0)?;
+    finite_difference(
+        "linear_cross_entropy dx",
+        &rand_tensor(33, &[5, 7], 1.0)?,
+        |x| linear::linear_cross_entropy_in(x, &hw, &ht, 2),
+    )?;
+    let hx = rand_tensor(34, &[5, 7], 1.0)?;
+    finite_difference("linear_cross_entropy dw", &hw, |w| {
+        linear::linear_cross_entropy_in(&hx, w, &ht, 2)
     })?;
     let (cos, sin) = rope_tables(3, 2, 1)?;
     finite_difference("rope", &rand_tensor(28, &[1, 3, 2, 4], 1.0)?, |x| {

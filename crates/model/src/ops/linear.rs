@@ -1,0 +1,398 @@
+//! The training-path linear layer on CPU: `x @ w^T` as one custom op whose backward
+//! writes both gradients straight in their final layout.
+//!
+//! Through candle's ops the same layer is a transpose and a matmul: every product lands
+//! in a zero-filled buffer, and the weight's gradient comes out as the transpose of an
+//! (in, out) matrix, which the gradient sum then walks with strides. Here each of the
+//! three products (forward, input gradient, weight gradient) is one gemm call into an
+//! unfilled buffer, and `dw` is produced as (out, in) directly.
+
+use std::sync::Mutex;
+
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+use super::cpu::{contiguous, exp, max, rows_per_task, sum_exp_shift};
+use super::IGNORE;
+
+/// x (N, in), w (out, in) -> (N, out).
+pub(super) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    x.apply_op2(w, Linear)
+}
+
+struct Linear;
+
+/// A 2-D f32 matrix as gemm reads it: its first element and row/column strides.
+#[derive(Clone, Copy)]
+struct Mat {
+    ptr: *const f32,
+    rows: usize,
+    cols: usize,
+    rs: isize,
+    cs: isize,
+}
+
+impl Mat {
+    fn of(storage: &CpuStorage, layout: &Layout, what: &str) -> Result<Self> {
+        let data = storage.as_slice::<f32>()?;
+        let &[rows, cols] = layout.dims() else {
+            bail!("linear: {what} must be 2-D, got {:?}", layout.shape());
+        };
+        let &[rs, cs] = layout.stride() else {
+            unreachable!("a 2-D layout has two strides")
+        };
+        let start = layout.start_offset();
+        if rows * cols > 0 {
+            let last = start + (rows - 1) * rs + (cols - 1) * cs;
+            if last >= data.len() {
+                bail!("linear: {what} layout reaches past its storage");
+            }
+        }
+        Ok(Self {
+            ptr: data[start..].as_ptr(),
+            rows,
+            cols,
+            rs: rs as isize,
+            cs: cs as isize,
+        })
+    }
+
+    fn t(self) -> Self {
+        Self {
+            rows: self.cols,
+            cols: self.rows,
+            rs: self.cs,
+            cs: self.rs,
+            ..self
+        }
+    }
+}
+
+/// Rows `r..r + count` of a matrix view.
+fn rows_from(m: Mat, r: usize, count: usize) -> Mat {
+    assert!(r + count <= m.rows, "rows outside the view");
+    Mat {
+        ptr: m.ptr.wrapping_offset(r as isize * m.rs),
+        rows: count,
+        ..m
+    }
+}
+
+/// `dst (m, n) [+]= a (m, k) . b (k, n)` into a row-major buffer with row stride `n`,
+/// on all rayon threads. Without `accumulate`, `dst` is written, never read.
+///
+/// # Safety
+/// `dst` must have room for `a.rows` rows of `b.cols` elements, and `a`, `b` must be
+/// views of live storages (checked shapes: `Mat::of`).
+unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, b: Mat) {
+    assert_eq!(a.cols, b.rows, "inner dimensions differ");
+    let (m, n, k) = (a.rows, b.cols, a.cols);
+    if m * n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            std::ptr::write_bytes(dst, 0, m * n);
+        }
+        return;
+    }
+    let threads = rayon::current_num_threads();
+    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
+        gemm::Parallelism::Rayon(threads)
+    } else {
+        gemm::Parallelism::None
+    };
+    gemm::gemm(
+        m, n, k, dst, 1, n as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0, 1.0,
+        false, false, false, par,
+    );
+}
+
+/// `a (m, k) . b (k, n)` into a new row-major (m, n) buffer.
+fn product(a: Mat, b: Mat) -> Vec<f32> {
+    let len = a.rows * b.cols;
+    let mut dst = Vec::<f32>::with_capacity(len);
+    // SAFETY: `dst` has room for the m * n product, which `gemm_into` writes in full
+    // (it does not read it), so the length can be set once it returns.
+    unsafe {
+        gemm_into(dst.as_mut_ptr(), false, a, b);
+        dst.set_len(len);
+    }
+    dst
+}
+
+fn cpu(t: &Storage) -> Result<&CpuStorage> {
+    match t {
+        Storage::Cpu(s) => Ok(s),
+        _ => bail!("linear: tensor is not on the CPU"),
+    }
+}
+
+/// `a . b` for two CPU tensors, each a 2-D matrix or the transpose of one.
+fn tensor_product(a: &Tensor, b: &Tensor, shape: (usize, usize)) -> Result<Tensor> {
+    let (sa, la) = a.storage_and_layout();
+    let (sb, lb) = b.storage_and_layout();
+    let ma = Mat::of(cpu(&sa)?, la, "lhs")?;
+    let mb = Mat::of(cpu(&sb)?, lb, "rhs")?;
+    let out = product(ma, mb);
+    Tensor::from_vec(out, shape, a.device())
+}
+
+impl CustomOp2 for Linear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = Mat::of(xs, xl, "input")?;
+        let w = Mat::of(ws, wl, "weight")?;
+        if x.cols != w.cols {
+            bail!(
+                "linear: input has {} features but the weight expects {}",
+                x.cols,
+                w.cols
+            );
+        }
+        let out = product(x, w.t());
+        Ok((CpuStorage::F32(out), Shape::from((x.rows, w.rows))))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (n, i) = x.dims2()?;
+        let (o, _) = w.dims2()?;
+        // dx (N, in) = dy (N, out) . w (out, in); dw (out, in) = dy^T (out, N) . x (N, in)
+        let dx = tensor_product(grad, w, (n, i))?;
+        let dw = tensor_product(&grad.t()?, x, (o, i))?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// Mean cross-entropy of the logits `x @ w^T` against `targets`, without ever holding
+/// the (N, V) logits: x (N, C), w (V, C), targets (N) u32 -> scalar.
+///
+/// The rows that count (targets other than `IGNORE`) go through in blocks of a few
+/// hundred. Each block's logits are computed into one reused buffer, turned into their
+/// loss and, when a gradient will be wanted, in place into `softmax - onehot`, which
+/// two more products turn into the block's rows of `dx` and its share of `dw`. The
+/// backward then only scales those by the incoming gradient. Against the separate
+/// head and loss this saves writing, zero-filling and re-reading the logits and their
+/// gradient (each N x V), and the rows that do not count cost nothing.
+pub(super) fn linear_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    linear_cross_entropy_in(x, w, targets, block_rows(w.dim(0)?))
+}
+
+/// [`linear_cross_entropy`] in blocks of `block` rows.
+pub(super) fn linear_cross_entropy_in(
+    x: &Tensor,
+    w: &Tensor,
+    targets: &Tensor,
+    block: usize,
+) -> Result<Tensor> {
+    let op = LinearCrossEntropy {
+        block: block.max(1),
+        grads: x.track_op() || w.track_op(),
+        saved: Mutex::new(None),
+    };
+    x.apply_op3(w, targets, op)
+}
+
+struct LinearCrossEntropy {
+    /// Rows per block.
+    block: usize,
+    /// Whether the forward also computes the gradients (some input is trained).
+    grads: bool,
+    /// d(loss)/dx and d(loss)/dw from the forward, taken by the backward.
+    saved: Mutex<Grads>,
+}
+
+/// Logit rows per block: about 4 MB of them, so a block's logits stay in cache
+/// between the products that write and read them.
+fn block_rows(v: usize) -> usize {
+    ((1usize << 20) / v.max(1)).clamp(16, 1024)
+}
+
+type Grads = Option<(Vec<f32>, Vec<f32>)>;
+
+/// The loss and, with `grads`, (dx, dw) of the mean cross-entropy, in blocks of `block`
+/// rows.
+fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Result<(f32, Grads)> {
+    let (n, c, v) = (x.rows, x.cols, w.rows);
+    if w.cols != c {
+        bail!(
+            "linear_cross_entropy: hidden states have {c} features but the head expects {}",
+            w.cols
+        );
+    }
+    if targets.len() != n {
+        bail!(
+            "linear_cross_entropy: {n} rows but {} targets",
+            targets.len()
+        );
+    }
+    if let Some(bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
+        bail!("linear_cross_entropy: target {bad} is outside the vocabulary of {v}");
+    }
+    let kept: Vec<usize> = (0..n).filter(|&i| targets[i] != IGNORE).collect();
+    let mut out_grads = grads.then(|| (vec![0f32; n * c], vec![0f32; v * c]));
+    if kept.is_empty() {
+        return Ok((0.0, out_grads));
+    }
+    // the rows that count, gathered when some do not
+    let gathered: Vec<f32>;
+    let xk = if kept.len() == n {
+        x
+    } else {
+        gathered = kept
+            .iter()
+            .flat_map(|&i| {
+                // SAFETY: i < n and j < c are inside the view `x` (checked by Mat::of).
+                (0..c).map(move |j| unsafe { *x.ptr.offset(i as isize * x.rs + j as isize * x.cs) })
+            })
+            .collect();
+        Mat {
+            ptr: gathered.as_ptr(),
+            rows: kept.len(),
+            cols: c,
+            rs: c as isize,
+            cs: 1,
+        }
+    };
+    let tk: Vec<u32> = kept.iter().map(|&i| targets[i]).collect();
+    let m = kept.len();
+    let scale = 1.0 / m as f32;
+    let block = block.min(m);
+    let mut logits = vec![0f32; block * v];
+    let mut row_loss = vec![0f32; m];
+    let mut dxk = if grads && m < n {
+        vec![0f32; m * c]
+    } else {
+        Vec::new()
+    };
+    for start in (0..m).step_by(block) {
+        let r = block.min(m - start);
+        let xb = rows_from(xk, start, r);
+        let buf = &mut logits[..r * v];
+        // SAFETY: `buf` holds r x v; xb and w are live views of the right shapes.
+        unsafe { gemm_into(buf.as_mut_ptr(), false, xb, w.t()) };
+        let rows = rows_per_task(v);
+        buf.par_chunks_mut(rows * v)
+            .zip(row_loss[start..start + r].par_chunks_mut(rows))
+            .zip(tk[start..start + r].par_chunks(rows))
+            .for_each(|((buf, loss), t)| {
+                for ((row, l), &t) in buf.chunks_exact_mut(v).zip(loss).zip(t) {
+                    let mx = max(row);
+                    let lse = mx + sum_exp_shift(row, mx).ln();
+                    *l = lse - row[t as usize];
+                    if grads {
+                        for z in row.iter_mut() {
+                            *z = exp(*z - lse) * scale;
+                        }
+                        row[t as usize] -= scale;
+                    }
+                }
+            });
+        if let Some((dx, dw)) = out_grads.as_mut() {
+            let g = Mat {
+                ptr: buf.as_ptr(),
+                rows: r,
+                cols: v,
+                rs: v as isize,
+                cs: 1,
+            };
+            let dx_rows = if m < n {
+                &mut dxk[start * c..]
+            } else {
+                &mut dx[start * c..]
+            };
+            // SAFETY: dx_rows has room for r x c, dw for v x c; all views are live.
+            unsafe {
+                gemm_into(dx_rows.as_mut_ptr(), false, g, w);
+                gemm_into(dw.as_mut_ptr(), start > 0, g.t(), xb);
+            }
+        }
+    }
+    if let Some((dx, _)) = out_grads.as_mut() {
+        if m < n {
+            for (k, &i) in kept.iter().enumerate() {
+                dx[i * c..(i + 1) * c].copy_from_slice(&dxk[k * c..(k + 1) * c]);
+            }
+        }
+    }
+    // summed in row order, so the loss is the same bits whatever the thread schedule
+    let sum: f64 = row_loss.iter().map(|&l| l as f64).sum();
+    Ok(((sum / m as f64) as f32, out_grads))
+}
+
+impl CustomOp3 for LinearCrossEntropy {
+    fn name(&self) -> &'static str {
+        "fused-linear-cross-entropy"
+    }
+
+    fn cpu_fwd(
+        &self,
+        xs: &CpuStorage,
+        xl: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+        ts: &CpuStorage,
+        tl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let x = Mat::of(xs, xl, "hidden states")?;
+        let w = Mat::of(ws, wl, "head")?;
+        let targets = contiguous::<u32>(ts, tl)?;
+        let (loss, grads) = head_loss(x, w, &targets, self.grads, self.block)?;
+        *self.saved.lock().expect("saved gradients") = grads;
+        Ok((CpuStorage::F32(vec![loss]), Shape::from(())))
+    }
+
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        targets: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let g = grad
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .first()
+            .copied()
+            .unwrap_or(0.0);
+        let saved = self.saved.lock().expect("saved gradients").take();
+        let (mut dx, mut dw) = match saved {
+            Some(s) => s,
+            // a second backward through the same graph: compute them again
+            None => {
+                let (xs, xl) = x.storage_and_layout();
+                let (ws, wl) = w.storage_and_layout();
+                let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
+                let xm = Mat::of(cpu(&xs)?, xl, "hidden states")?;
+                let wm = Mat::of(cpu(&ws)?, wl, "head")?;
+                head_loss(xm, wm, &t, true, self.block)?
+                    .1
+                    .expect("gradients were asked for")
+            }
+        };
+        if g != 1.0 {
+            dx.par_iter_mut()
+                .chain(dw.par_iter_mut())
+                .for_each(|d| *d *= g);
+        }
+        let dx = Tensor::from_vec(dx, x.shape(), x.device())?;
+        let dw = Tensor::from_vec(dw, w.shape(), w.device())?;
+        Ok((Some(dx), Some(dw), None))
+    }
+}
