@@ -45,8 +45,14 @@ echo "== interop: the openai client, a 32-client streaming load, the chat page i
 tests/serve_checks.sh target/debug/ferrochat
 echo "== interop: GGUF exports in llama.cpp"
 if ensure_llama_cpp portable; then
+  # a small mixture of experts (4 experts, top 2) on the same run's data, beside the
+  # dense chat model
+  moe=target/serve-checks/moe
+  rm -rf "$moe"
+  target/debug/ferrochat pretrain --data target/serve-checks/run/data --output "$moe" \
+    --preset tiny --steps 40 --batch 4 --seq 64 --experts 4 --experts-per-token 2 --quiet >/dev/null
   "$PYENV/bin/python" tests/interop/gguf_check.py --ferrochat target/debug/ferrochat \
-    --model target/serve-checks/run/chat
+    --model target/serve-checks/run/chat --model "$moe"
 else
   echo "!!! SKIPPED: could not build llama-cpp-python from PyPI; the GGUF check did not run !!!" >&2
 fi

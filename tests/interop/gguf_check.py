@@ -40,7 +40,21 @@ def check_file(path, model_dir, kind):
     assert "tokenizer.chat_template" in r.fields
     tensors = {t.name: t for t in r.tensors}
     ours = load_file(os.path.join(model_dir, "model.safetensors"))
-    assert len(tensors) == len(ours), (sorted(tensors), sorted(ours))
+    # a mixture's experts are stacked: one tensor per block for each of w1, w2, w3
+    experts = cfg.get("num_local_experts") or 1
+    want_count = len(ours) - 3 * (experts - 1) * cfg["num_hidden_layers"]
+    assert len(tensors) == want_count, (sorted(tensors), sorted(ours))
+    if experts > 1:
+        assert int(field("llama.expert_count").parts[-1][0]) == experts
+        assert int(field("llama.expert_used_count").parts[-1][0]) == cfg["num_experts_per_tok"]
+        stacked = tensors["blk.0.ffn_gate_exps.weight"]
+        want_shape = (cfg["hidden_size"], cfg["intermediate_size"], experts)
+        assert tuple(int(d) for d in stacked.shape) == want_shape, stacked.shape
+        if kind == "f32":
+            got = np.asarray(stacked.data).reshape(experts, cfg["intermediate_size"], -1)
+            for x in range(experts):
+                w1 = ours[f"model.layers.0.block_sparse_moe.experts.{x}.w1.weight"]
+                assert np.array_equal(got[x], w1), f"expert {x} differs"
     emb = tensors["token_embd.weight"]
     want = ours["model.embed_tokens.weight"]
     assert tuple(int(d) for d in emb.shape) == (want.shape[1], want.shape[0]), emb.shape
@@ -73,8 +87,17 @@ def llama_cpp_run(path, ids, stops, new_tokens):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--ferrochat", required=True)
-    ap.add_argument("--model", required=True, help="a trained checkpoint folder")
+    ap.add_argument("--model", required=True, action="append",
+                    help="a trained checkpoint folder (repeat for several)")
     args = ap.parse_args()
+    for model in args.model:
+        print(f"GGUF exports of {model}")
+        check_model(args.ferrochat, model)
+    print("GGUF: gguf reads every export; llama.cpp's tokens, logits and greedy text match ours")
+
+
+def check_model(ferrochat, model):
+    args = argparse.Namespace(ferrochat=ferrochat, model=model)
     fc = os.path.abspath(args.ferrochat)
     import numpy as np
     from tokenizers import Tokenizer
@@ -122,8 +145,7 @@ def main():
         if worst > bound:
             failures.append(f"{kind}: logits differ by {worst} > {bound}")
     if failures:
-        sys.exit("GGUF check failed:\n" + "\n".join(failures))
-    print("GGUF: gguf reads every export; llama.cpp's tokens, logits and greedy text match ours")
+        sys.exit(f"GGUF check of {model} failed:\n" + "\n".join(failures))
 
 
 if __name__ == "__main__":

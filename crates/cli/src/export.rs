@@ -53,6 +53,7 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Gguf(a) => {
             let ty = GgufType::parse(&a.ty)?;
+            refuse_foreign_routing(&a.model, "llama.cpp")?;
             let bytes = gguf(&a.model, ty)?;
             ferrochat_text::write_atomic(&a.output, &bytes)
                 .with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -142,15 +143,22 @@ pub fn empty_folder(out: &Path) -> Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))
 }
 
-/// The GGUF file of a checkpoint, as bytes.
-fn gguf(model: &Path, ty: GgufType) -> Result<Vec<u8>> {
-    let (cfg, w) = checkpoint::load(model, &candle_core::Device::Cpu)?;
-    if cfg.experts().is_some() {
-        anyhow::bail!(
-            "{}: GGUF export and quantization of mixtures of experts are not supported yet",
+/// Refuses to export a mixture of experts whose routing `to` would compute differently.
+fn refuse_foreign_routing(model: &Path, to: &str) -> Result<()> {
+    let cfg = checkpoint::load_config(model)?;
+    if let Some(why) = cfg.routing_differs_from_mixtral() {
+        bail!(
+            "{}: {to} would not run this mixture of experts as ferrochat does: {why}. \
+             Train with --experts-per-token 2 or more and no --capacity-factor to export it",
             model.display()
         );
     }
+    Ok(())
+}
+
+/// The GGUF file of a checkpoint, as bytes.
+fn gguf(model: &Path, ty: GgufType) -> Result<Vec<u8>> {
+    let (cfg, w) = checkpoint::load(model, &candle_core::Device::Cpu)?;
     let name = model
         .canonicalize()
         .ok()
@@ -252,6 +260,7 @@ const FILES: [&str; 4] = [
 ];
 
 fn hf(model: &Path, out: &Path) -> Result<PathBuf> {
+    refuse_foreign_routing(model, "transformers")?;
     let cfg = checkpoint::load_config(model)?;
     let tok = Tokenizer::load(model)?;
     empty_folder(out)?;

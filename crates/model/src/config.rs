@@ -196,6 +196,24 @@ impl Config {
         }
     }
 
+    /// Why a mixture's routing is not the one Mixtral implementations (transformers'
+    /// `MixtralForCausalLM`, llama.cpp) compute, if it is not: they weight each chosen
+    /// expert by its renormalised top-k probability, which for top-1 is always 1, where
+    /// a Switch-style top-1 router scales the expert by its probability; and they have
+    /// no capacity limit.
+    pub fn routing_differs_from_mixtral(&self) -> Option<String> {
+        let (_, k) = self.experts()?;
+        if k == 1 {
+            return Some(
+                "its top-1 router scales the expert's output by the router probability; Mixtral implementations give the chosen expert weight 1"
+                    .into(),
+            );
+        }
+        self.expert_capacity_factor.map(|f| {
+            format!("its experts have a capacity (factor {f}); Mixtral implementations have none")
+        })
+    }
+
     /// The Hugging Face architecture of this trunk as a scoring model or a language model
     /// (Mixtral's names for a mixture of experts, Llama's otherwise).
     fn architecture(&self, classifier: bool) -> &'static str {
@@ -346,6 +364,24 @@ fn depth(n: usize) -> (usize, usize, usize, usize, usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mixtral_routing_is_top_k_renormalised_without_capacity() {
+        let base = Config::preset("tiny", 64, 32).unwrap();
+        assert!(base.routing_differs_from_mixtral().is_none());
+        let top2 = base.clone().with_experts(4, 2, 0.01, None).unwrap();
+        assert!(top2.routing_differs_from_mixtral().is_none());
+        let top1 = base.clone().with_experts(4, 1, 0.01, None).unwrap();
+        assert!(top1
+            .routing_differs_from_mixtral()
+            .unwrap()
+            .contains("top-1"));
+        let capped = base.with_experts(4, 2, 0.01, Some(1.25)).unwrap();
+        assert!(capped
+            .routing_differs_from_mixtral()
+            .unwrap()
+            .contains("capacity"));
+    }
 
     #[test]
     fn small_is_about_14m_parameters() {

@@ -7,7 +7,7 @@
 //! per head to keep the same attention. And GGUF lists a tensor's dimensions innermost
 //! first, which the writer does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
 
 use candle_core::quantized::gguf_file::{self, Value};
@@ -65,7 +65,15 @@ impl GgufType {
 }
 
 /// llama.cpp's name for one of our (Hugging Face) tensor names.
+#[cfg(test)]
 fn gguf_name(hf: &str) -> Option<String> {
+    gguf_place(hf).map(|(name, _)| name)
+}
+
+/// Where one of our tensors goes in a GGUF file: llama.cpp's tensor name and, for an
+/// expert's matrix, its index in the tensor that stacks every expert of the block
+/// ((experts, rows, cols), as llama.cpp keeps a mixture's experts).
+fn gguf_place(hf: &str) -> Option<(String, Option<usize>)> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -73,10 +81,20 @@ fn gguf_name(hf: &str) -> Option<String> {
         _ => None,
     };
     if let Some(f) = fixed {
-        return Some(f.to_string());
+        return Some((f.to_string(), None));
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, part) = rest.split_once('.')?;
+    if let Some(expert) = part.strip_prefix("block_sparse_moe.experts.") {
+        let (x, w) = expert.split_once('.')?;
+        let part = match w {
+            "w1.weight" => "ffn_gate_exps.weight",
+            "w3.weight" => "ffn_up_exps.weight",
+            "w2.weight" => "ffn_down_exps.weight",
+            _ => return None,
+        };
+        return Some((format!("blk.{layer}.{part}"), Some(x.parse().ok()?)));
+    }
     let part = match part {
         "input_layernorm.weight" => "attn_norm.weight",
         "self_attn.q_proj.weight" => "attn_q.weight",
@@ -87,9 +105,10 @@ fn gguf_name(hf: &str) -> Option<String> {
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
+        "block_sparse_moe.gate.weight" => "ffn_gate_inp.weight",
         _ => return None,
     };
-    Some(format!("blk.{layer}.{part}"))
+    Some((format!("blk.{layer}.{part}"), None))
 }
 
 /// Reorders each head's rows from half-split rotary pairs (i, i + d/2) to adjacent
@@ -117,9 +136,11 @@ pub fn llama_tensors(
     }
     let mut names: Vec<&String> = weights.keys().collect();
     names.sort();
-    let mut out = Vec::with_capacity(names.len());
+    // the tensors to write, experts gathered per stacked tensor in expert order
+    let mut whole: Vec<(String, Tensor)> = Vec::with_capacity(names.len());
+    let mut stacks: BTreeMap<String, Vec<(usize, Tensor)>> = BTreeMap::new();
     for hf in names {
-        let name = gguf_name(hf).ok_or_else(|| {
+        let (name, expert) = gguf_place(hf).ok_or_else(|| {
             ModelError::Weights(format!("tensor `{hf}` has no llama.cpp counterpart"))
         })?;
         let mut t = weights[hf].to_dtype(DType::F32)?;
@@ -128,8 +149,28 @@ pub fn llama_tensors(
         } else if name.ends_with("attn_k.weight") {
             t = interleave_rotary(&t, cfg.kv_heads())?;
         }
+        match expert {
+            Some(x) => stacks.entry(name).or_default().push((x, t)),
+            None => whole.push((name, t)),
+        }
+    }
+    for (name, mut experts) in stacks {
+        experts.sort_by_key(|(x, _)| *x);
+        if experts.iter().enumerate().any(|(i, (x, _))| i != *x) {
+            return Err(ModelError::Weights(format!(
+                "`{name}`: experts are missing"
+            )));
+        }
+        let ts: Vec<Tensor> = experts.into_iter().map(|(_, t)| t).collect();
+        whole.push((name, Tensor::stack(&ts, 0)?));
+    }
+    whole.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut out = Vec::with_capacity(whole.len());
+    for (name, t) in whole {
         let dtype = match (t.rank(), ty) {
             (1, _) => GgmlDType::F32,
+            // llama.cpp keeps the router in f32, as its own quantizer does
+            _ if name.ends_with("ffn_gate_inp.weight") => GgmlDType::F32,
             (_, GgufType::Q8_0 | GgufType::Q4_0) if !t.dims()[t.rank() - 1].is_multiple_of(32) => {
                 GgmlDType::F16
             }
@@ -163,14 +204,39 @@ pub fn load_llama(
     let mut f = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
     let content = gguf_file::Content::read(&mut f).map_err(|e| err(e.to_string()))?;
     let mut out = HashMap::new();
+    let mut stacked: HashMap<String, QTensor> = HashMap::new();
     for (hf, shape) in crate::weights::param_shapes(cfg) {
         if hf == "lm_head.weight" && cfg.tie_word_embeddings {
             continue;
         }
-        let name = gguf_name(&hf).ok_or_else(|| err(format!("no GGUF name for `{hf}`")))?;
-        let q = content
-            .tensor(&mut f, &name, device)
-            .map_err(|e| err(format!("tensor `{name}`: {e}")))?;
+        let (name, expert) =
+            gguf_place(&hf).ok_or_else(|| err(format!("no GGUF name for `{hf}`")))?;
+        let read = |f: &mut std::fs::File| {
+            content
+                .tensor(f, &name, device)
+                .map_err(|e| err(format!("tensor `{name}`: {e}")))
+        };
+        let q = match expert {
+            None => read(&mut f)?,
+            Some(x) => {
+                if !stacked.contains_key(&name) {
+                    let t = read(&mut f)?;
+                    stacked.insert(name.clone(), t);
+                }
+                let all = &stacked[&name];
+                let experts = cfg.experts().map(|(e, _)| e).unwrap_or(0);
+                let mut want = vec![experts];
+                want.extend(&shape);
+                if all.shape().dims() != want.as_slice() {
+                    return Err(err(format!(
+                        "`{name}` is {:?}, the config needs {want:?}",
+                        all.shape().dims()
+                    )));
+                }
+                expert_slice(all, x, experts, &shape, device)
+                    .map_err(|e| err(format!("`{name}` expert {x}: {e}")))?
+            }
+        };
         if q.shape().dims() != shape.as_slice() {
             return Err(err(format!(
                 "`{name}` is {:?}, the config needs {shape:?}",
@@ -193,10 +259,29 @@ pub fn load_llama(
     Ok(out)
 }
 
+/// Expert `x` of a stacked (experts, rows, cols) tensor, its blocks copied as they are.
+fn expert_slice(
+    all: &QTensor,
+    x: usize,
+    experts: usize,
+    shape: &[usize],
+    device: &candle_core::Device,
+) -> Result<QTensor> {
+    let bytes = all.data()?;
+    let per = bytes.len() / experts;
+    let slab = &bytes[x * per..(x + 1) * per];
+    Ok(candle_core::quantized::ggml_file::qtensor_from_ggml(
+        all.dtype(),
+        slab,
+        shape.to_vec(),
+        device,
+    )?)
+}
+
 /// The `llama.*` hyper-parameters llama.cpp reads.
 pub fn llama_metadata(cfg: &Config, name: &str, ty: GgufType) -> Vec<(String, Value)> {
     let u = |v: usize| Value::U32(v as u32);
-    vec![
+    let mut meta = vec![
         ("general.architecture".into(), Value::String("llama".into())),
         ("general.name".into(), Value::String(name.into())),
         ("general.file_type".into(), Value::U32(ty.file_type())),
@@ -224,7 +309,12 @@ pub fn llama_metadata(cfg: &Config, name: &str, ty: GgufType) -> Vec<(String, Va
             "llama.attention.layer_norm_rms_epsilon".into(),
             Value::F32(cfg.rms_norm_eps as f32),
         ),
-    ]
+    ];
+    if let Some((e, k)) = cfg.experts() {
+        meta.push(("llama.expert_count".into(), u(e)));
+        meta.push(("llama.expert_used_count".into(), u(k)));
+    }
+    meta
 }
 
 /// The whole file: metadata then tensors, as bytes (the caller writes them atomically).
@@ -272,6 +362,13 @@ mod tests {
     fn round_trip(ty: GgufType) -> (crate::Llama, crate::Llama, HashMap<String, QTensor>) {
         let mut cfg = Config::preset("tiny", 96, 32).unwrap();
         cfg.num_key_value_heads = Some(cfg.num_attention_heads / 2);
+        round_trip_of(cfg, ty)
+    }
+
+    fn round_trip_of(
+        cfg: Config,
+        ty: GgufType,
+    ) -> (crate::Llama, crate::Llama, HashMap<String, QTensor>) {
         let w = crate::weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
         let dense = crate::Llama::new(&cfg, &w, &Device::Cpu).unwrap();
         let meta = llama_metadata(&cfg, "t", ty);
@@ -333,6 +430,52 @@ mod tests {
                 .unwrap();
             let diff = (a - b).unwrap().abs().unwrap().flatten_all().unwrap();
             assert!(diff.max(0).unwrap().to_scalar::<f32>().unwrap() < 1e-4);
+        }
+    }
+
+    #[test]
+    fn a_mixture_of_experts_is_stacked_per_block_and_reads_back() {
+        let cfg = Config::preset("tiny", 96, 32)
+            .unwrap()
+            .with_experts(3, 2, 0.01, None)
+            .unwrap();
+        for (n, _) in crate::weights::param_shapes(&cfg) {
+            assert!(gguf_place(&n).is_some(), "{n}");
+        }
+        assert_eq!(
+            gguf_place("model.layers.1.block_sparse_moe.experts.2.w2.weight"),
+            Some(("blk.1.ffn_down_exps.weight".to_string(), Some(2)))
+        );
+        let w = crate::weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
+        let tensors = llama_tensors(&cfg, &w, GgufType::Q8_0).unwrap();
+        let find = |n: &str| &tensors.iter().find(|(m, _)| m == n).unwrap().1;
+        let f = cfg.intermediate_size;
+        let c = cfg.hidden_size;
+        assert_eq!(find("blk.0.ffn_up_exps.weight").shape().dims(), &[3, f, c]);
+        assert_eq!(
+            find("blk.0.ffn_down_exps.weight").shape().dims(),
+            &[3, c, f]
+        );
+        assert_eq!(find("blk.0.ffn_gate_inp.weight").dtype(), GgmlDType::F32);
+        let meta = llama_metadata(&cfg, "t", GgufType::Q8_0);
+        assert!(meta
+            .iter()
+            .any(|(k, v)| k == "llama.expert_used_count" && matches!(v, Value::U32(2))));
+        // f32: every expert's matrix comes back exactly, and the model runs as before
+        let (dense, quant, q) = round_trip_of(cfg.clone(), GgufType::F32);
+        for (n, t) in &w {
+            let back = q[n].dequantize(&Device::Cpu).unwrap();
+            let d = (t - back).unwrap().abs().unwrap().flatten_all().unwrap();
+            assert_eq!(d.max(0).unwrap().to_scalar::<f32>().unwrap(), 0.0, "{n}");
+        }
+        assert!(max_logit_diff(&dense, &quant) < 1e-4);
+        // q8_0 and q4_0: quantized experts, an f32 router, close logits
+        for (ty, bound) in [(GgufType::Q8_0, 0.05), (GgufType::Q4_0, 0.5)] {
+            let (dense, quant, q) = round_trip_of(cfg.clone(), ty);
+            let up = "model.layers.0.block_sparse_moe.experts.1.w3.weight";
+            assert_eq!(q[up].dtype(), ty.ggml());
+            let d = max_logit_diff(&dense, &quant);
+            assert!(d < bound && d > 0.0, "{ty:?}: logits differ by {d}");
         }
     }
 

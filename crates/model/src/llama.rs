@@ -186,12 +186,6 @@ impl Llama {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate()?;
-        if cfg.experts().is_some() {
-            return Err(crate::ModelError::Config(
-                "quantized mixtures of experts are not supported yet: run the f32 checkpoint"
-                    .into(),
-            ));
-        }
         let mut take = |n: &str| {
             w.remove(n).ok_or_else(|| {
                 crate::ModelError::Weights(format!("quantized weights: `{n}` missing"))
@@ -207,10 +201,12 @@ impl Llama {
                     q.shape().dims()
                 )));
             }
-            if shape.len() == 1 || n == "model.embed_tokens.weight" {
+            // the embedding is looked up and a router's few rows pick experts: kept f32
+            let router = n.ends_with("block_sparse_moe.gate.weight");
+            if shape.len() == 1 || n == "model.embed_tokens.weight" || router {
                 dense.insert(n.clone(), q.dequantize(device)?);
             }
-            if shape.len() == 2 {
+            if shape.len() == 2 && !router {
                 quant.insert(n, Weight::quantized(q)?);
             }
         }
