@@ -2,6 +2,11 @@
 //! back an unfinished UTF-8 character and anything that may be the start of a stop
 //! string, and ending the text where a stop string begins (the stop string itself is
 //! not part of the answer, as in the OpenAI API).
+//!
+//! Each token costs a decode of the last few tokens, not of the whole answer: the text is
+//! grown by the difference between decoding a short window with and without its newest
+//! tokens (the window starts a few tokens back, so decoders that treat a sequence's first
+//! token specially, such as SentencePiece's leading space, see it in context).
 
 use std::sync::Arc;
 
@@ -11,10 +16,19 @@ pub struct Detokenizer {
     tok: Arc<Tokenizer>,
     stops: Arc<[String]>,
     ids: Vec<u32>,
-    /// The text handed out so far.
+    /// The text of every complete character decoded so far.
+    decoded: String,
+    /// `ids[prefix..read]` is the context window already part of `text`; `ids[read..]`
+    /// are tokens whose text is not complete yet.
+    prefix: usize,
+    read: usize,
+    /// The text handed out so far (a prefix of `text`).
     sent: String,
     stopped: bool,
 }
+
+/// Tokens of context decoded before the new ones.
+const CONTEXT: usize = 4;
 
 /// What one token adds.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -30,6 +44,9 @@ impl Detokenizer {
             tok,
             stops,
             ids: Vec::new(),
+            decoded: String::new(),
+            prefix: 0,
+            read: 0,
             sent: String::new(),
             stopped: false,
         }
@@ -50,16 +67,24 @@ impl Detokenizer {
             return Piece::default();
         }
         self.ids.push(token);
-        let text = self.decoded();
-        if let Some(end) = self.stop_at(&text) {
+        self.grow(false);
+        let text = std::mem::take(&mut self.decoded);
+        let piece = self.piece(&text);
+        self.decoded = text;
+        piece
+    }
+
+    /// What `text` (all complete text so far) lets out.
+    fn piece(&mut self, text: &str) -> Piece {
+        if let Some(end) = self.stop_at(text) {
             self.stopped = true;
             return Piece {
                 text: self.advance(&text[..end]),
                 stopped: true,
             };
         }
-        // hold back an unfinished character and a possible start of a stop string
-        let mut safe = text.trim_end_matches('\u{FFFD}').len();
+        // hold back a possible start of a stop string
+        let mut safe = text.len();
         for s in self.stops.iter() {
             // the longest proper prefix of `s` that the text ends with
             for (i, _) in s
@@ -86,13 +111,47 @@ impl Detokenizer {
         if self.stopped {
             return String::new();
         }
-        let text = self.decoded();
-        self.advance(&text)
+        self.grow(true);
+        let text = std::mem::take(&mut self.decoded);
+        let piece = self.piece(&text);
+        self.decoded = text;
+        if piece.stopped {
+            return piece.text;
+        }
+        let rest = self.decoded[self.sent.len()..].to_string();
+        self.sent.push_str(&rest);
+        piece.text + &rest
     }
 
-    fn decoded(&self) -> String {
+    fn decode(&self, ids: &[u32]) -> String {
         // decoding never fails on ids the model produced; an error yields no text
-        self.tok.decode(&self.ids, false).unwrap_or_default()
+        self.tok.decode(ids, false).unwrap_or_default()
+    }
+
+    /// Appends the text the unread tokens complete: all of it when `last`, otherwise
+    /// only once it does not end inside a character.
+    fn grow(&mut self, last: bool) {
+        let before = self.decode(&self.ids[self.prefix..self.read]);
+        let after = self.decode(&self.ids[self.prefix..]);
+        let complete = last || !after.ends_with('\u{FFFD}');
+        match after.strip_prefix(before.as_str()) {
+            Some(new) if complete => {
+                self.decoded.push_str(new);
+                // the next window starts a few tokens back, for context
+                self.prefix = self.prefix.max(self.ids.len().saturating_sub(CONTEXT));
+                self.read = self.ids.len();
+            }
+            Some(_) => {}
+            // the window's text changed under what it had given: decode it all again
+            None => {
+                let all = self.decode(&self.ids);
+                if complete || !all.ends_with('\u{FFFD}') {
+                    self.decoded = all;
+                    self.prefix = self.ids.len().saturating_sub(CONTEXT);
+                    self.read = self.ids.len();
+                }
+            }
+        }
     }
 
     /// Where the first stop string starts, searching from just before the text already
@@ -120,5 +179,70 @@ impl Detokenizer {
             }
             _ => String::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ferrochat_tokenizer::TrainOptions;
+
+    fn tokenizer() -> Arc<Tokenizer> {
+        let text: Vec<String> = (0..300)
+            .map(|i| match i % 3 {
+                0 => format!("The river city {i} has a bridge, and the bridge is old."),
+                1 => format!("What is {i} plus {}? It is {}. 🙂", i + 1, 2 * i + 1),
+                _ => format!("第{i}个问题的答案是{}。河边的城市很美。", i * 3),
+            })
+            .collect();
+        let opts = TrainOptions {
+            vocab_size: 300,
+            ..Default::default()
+        };
+        Arc::new(Tokenizer::train(text.into_iter(), &opts).unwrap())
+    }
+
+    /// Feeds `text`'s tokens one by one: the pieces, the finishing text, whether stopped.
+    fn stream(tok: &Arc<Tokenizer>, text: &str, stops: &[&str]) -> (Vec<String>, String, bool) {
+        let stops: Arc<[String]> = stops.iter().map(|s| s.to_string()).collect();
+        let mut d = Detokenizer::new(tok.clone(), stops);
+        let mut pieces = Vec::new();
+        for id in tok.encode_plain(text).unwrap() {
+            let p = d.push(id);
+            pieces.push(p.text);
+            if p.stopped {
+                break;
+            }
+        }
+        let tail = d.finish();
+        (pieces, tail, d.stopped())
+    }
+
+    #[test]
+    fn pieces_add_up_to_the_text_and_split_no_character() {
+        let tok = tokenizer();
+        let text = "The river city 12 has a bridge. 第7个问题的答案是21。🙂🙂 What is 3 plus 4? \
+                    It is 7. 河边的城市很美。"
+            .repeat(20);
+        let (pieces, tail, stopped) = stream(&tok, &text, &[]);
+        assert!(!stopped);
+        assert_eq!(pieces.concat() + &tail, text);
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')));
+    }
+
+    #[test]
+    fn a_stop_string_ends_the_text_where_it_begins() {
+        let tok = tokenizer();
+        let (pieces, tail, stopped) = stream(
+            &tok,
+            "It is 7. 河边的城市 is old. More text.",
+            &["城市", "zzz"],
+        );
+        assert!(stopped);
+        assert_eq!(pieces.concat() + &tail, "It is 7. 河边的");
+        // a stop string that never completes is handed out at the end
+        let (pieces, tail, stopped) = stream(&tok, "What is 3 plus", &["plus 4"]);
+        assert!(!stopped);
+        assert_eq!(pieces.concat() + &tail, "What is 3 plus");
     }
 }
