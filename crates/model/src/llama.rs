@@ -409,6 +409,19 @@ impl Llama {
         self.head_loss(&self.hidden(ids, None)?, targets)
     }
 
+    /// [`Llama::loss`] for measuring only (validation): the loss does not take part in a
+    /// backward pass, so the fused head skips the gradient work its forward would do.
+    pub fn eval_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
+        let hidden = self.hidden(ids, None)?.detach();
+        let targets = targets.flatten_all()?;
+        match &self.head {
+            Some(Weight::Dense(w)) => {
+                Ok(ops::linear_cross_entropy(&hidden, &w.detach(), &targets)?)
+            }
+            _ => Ok(ops::cross_entropy(&self.logits(&hidden)?, &targets)?),
+        }
+    }
+
     /// Mean cross-entropy of the next-token logits of hidden states (N, C) against
     /// targets (N or B, T). A dense head goes through the fused head-and-loss op, which
     /// never holds the (N, V) logits.
@@ -570,6 +583,39 @@ mod tests {
         m.forward_cached(&ids, &mut a).unwrap();
         let e = m.decode_step(&[1], &mut [&mut a]).unwrap_err().to_string();
         assert!(e.contains("context"), "{e}");
+    }
+
+    #[test]
+    fn the_fused_head_loss_is_the_logits_cross_entropy_with_and_without_gradients() {
+        let cfg = Config::preset("tiny", 40, 16).unwrap();
+        let w = weights::init_weights(&cfg, 2, &Device::Cpu).unwrap();
+        let vars: HashMap<String, candle_core::Var> = w
+            .iter()
+            .map(|(n, t)| (n.clone(), candle_core::Var::from_tensor(t).unwrap()))
+            .collect();
+        let trainable: HashMap<String, Tensor> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let m = Llama::new(&cfg, &trainable, &Device::Cpu).unwrap();
+        let (x, y) = (
+            ids().narrow(1, 0, 7).unwrap(),
+            ids().narrow(1, 1, 7).unwrap(),
+        );
+        let y = y.contiguous().unwrap();
+        let want =
+            ops::composite::cross_entropy(&m.forward(&x).unwrap(), &y.flatten_all().unwrap())
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+        let loss = m.loss(&x, &y).unwrap();
+        let eval = m.eval_loss(&x, &y).unwrap().to_scalar::<f32>().unwrap();
+        assert!((loss.to_scalar::<f32>().unwrap() - want).abs() < 1e-5);
+        assert!((eval - want).abs() < 1e-5);
+        // the training loss reaches the head (tied: the embedding) through the fused op
+        let grads = loss.backward().unwrap();
+        let emb = vars["model.embed_tokens.weight"].as_tensor();
+        assert!(grads.get(emb).is_some());
     }
 
     fn moe(e: usize, k: usize, cap: Option<f64>, seed: u64) -> (Config, HashMap<String, Tensor>) {

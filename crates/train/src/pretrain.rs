@@ -303,7 +303,7 @@ pub fn evaluate(
         let rows = x.len() / t;
         let x = Tensor::from_vec(x, (rows, t), device)?;
         let y = Tensor::from_vec(y, (rows, t), device)?;
-        sum += model.loss(&x, &y)?.to_scalar::<f32>()? as f64;
+        sum += model.eval_loss(&x, &y)?.to_scalar::<f32>()? as f64;
         n += 1;
     }
     if n == 0 {

@@ -420,7 +420,7 @@ fn eval_rows(
         }
         let x = Tensor::from_vec(x, (chunk.len(), t), device)?;
         let y = Tensor::from_vec(y, (chunk.len(), t), device)?;
-        sum += model.loss(&x, &y)?.to_scalar::<f32>()? as f64;
+        sum += model.eval_loss(&x, &y)?.to_scalar::<f32>()? as f64;
         n += 1;
     }
     Ok(if n == 0 { f64::NAN } else { sum / n as f64 })
