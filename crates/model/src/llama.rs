@@ -406,30 +406,32 @@ impl Llama {
     /// Mean next-token cross-entropy: ids and targets (B, T); targets equal to
     /// [`ops::IGNORE`] do not count.
     pub fn loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        self.head_loss(&self.hidden(ids, None)?, targets)
+        self.head_loss(&self.hidden(ids, None)?, targets, true)
     }
 
     /// [`Llama::loss`] for measuring only (validation): the loss does not take part in a
     /// backward pass, so the fused head skips the gradient work its forward would do.
     pub fn eval_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<Tensor> {
-        let hidden = self.hidden(ids, None)?.detach();
-        let targets = targets.flatten_all()?;
-        match &self.head {
-            Some(Weight::Dense(w)) => {
-                Ok(ops::linear_cross_entropy(&hidden, &w.detach(), &targets)?)
-            }
-            _ => Ok(ops::cross_entropy(&self.logits(&hidden)?, &targets)?),
-        }
+        self.head_loss(&self.hidden(ids, None)?, targets, false)
     }
 
     /// Mean cross-entropy of the next-token logits of hidden states (N, C) against
     /// targets (N or B, T). A dense head goes through the fused head-and-loss op, which
-    /// never holds the (N, V) logits.
-    fn head_loss(&self, hidden: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    /// never holds the (N, V) logits; without `grads` its inputs are detached, so it
+    /// computes the loss alone.
+    fn head_loss(&self, hidden: &Tensor, targets: &Tensor, grads: bool) -> Result<Tensor> {
         let targets = targets.flatten_all()?;
+        let hidden = if grads {
+            hidden.clone()
+        } else {
+            hidden.detach()
+        };
         match &self.head {
-            Some(Weight::Dense(w)) => Ok(ops::linear_cross_entropy(hidden, w, &targets)?),
-            _ => Ok(ops::cross_entropy(&self.logits(hidden)?, &targets)?),
+            Some(Weight::Dense(w)) => {
+                let w = if grads { w.clone() } else { w.detach() };
+                Ok(ops::linear_cross_entropy(&hidden, &w, &targets)?)
+            }
+            _ => Ok(ops::cross_entropy(&self.logits(&hidden)?, &targets)?),
         }
     }
 
@@ -437,7 +439,7 @@ impl Llama {
     /// `router_aux_loss_coef` x the load-balancing loss, which is also returned (to log).
     pub fn train_loss(&self, ids: &Tensor, targets: &Tensor) -> Result<(Tensor, Option<f64>)> {
         let (h, balance) = self.hidden_with_balance(ids)?;
-        let ce = self.head_loss(&h, targets)?;
+        let ce = self.head_loss(&h, targets, true)?;
         Ok(match balance {
             Some(b) => {
                 let v = b.to_scalar::<f32>()? as f64;

@@ -10,7 +10,7 @@
 
 use std::sync::OnceLock;
 
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_bwd;
@@ -299,13 +299,6 @@ unsafe fn head_forward(
             vh,
             1.0,
         );
-    }
-}
-
-pub(super) fn cpu_f32(s: &Storage) -> Result<&[f32]> {
-    match s {
-        Storage::Cpu(cpu) => buffer::<f32>(cpu),
-        _ => bail!("fused causal_attention: tensor is not on the CPU"),
     }
 }
 

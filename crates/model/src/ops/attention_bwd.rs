@@ -7,8 +7,8 @@
 use candle_core::{Result, Tensor};
 use rayon::prelude::*;
 
-use super::attention::{cpu_f32, forward, matmul, Geometry, Heads, View, BLOCK};
-use super::cpu::{dot, SharedMut};
+use super::attention::{forward, matmul, Geometry, Heads, View, BLOCK};
+use super::cpu::{cpu_f32, dot, SharedMut};
 
 /// Gradients of q, k and v. `probs` are the forward's probabilities when it kept them;
 /// otherwise they are recomputed here.

@@ -65,6 +65,15 @@ fn gather_strided<T: Copy>(data: &[T], layout: &Layout) -> Vec<T> {
     }
 }
 
+/// The whole f32 buffer behind a tensor's storage, for backward passes that walk
+/// strides themselves.
+pub(crate) fn cpu_f32(s: &Storage) -> Result<&[f32]> {
+    match s {
+        Storage::Cpu(cpu) => buffer::<f32>(cpu),
+        _ => bail!("fused CPU op: tensor is not on the CPU"),
+    }
+}
+
 /// Runs `f` on the row-major f32 data of a CPU tensor. Backward passes get tensors, not
 /// storages; this gives them the same view the forward kernels have.
 pub(crate) fn with_f32<R>(t: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {

@@ -29,16 +29,20 @@ fn check(logits: &Shape, targets: &[u32]) -> Result<(usize, usize)> {
     let &[n, v] = logits.dims() else {
         bail!("cross_entropy: logits must be (N, V), got {logits:?}");
     };
+    check_targets("cross_entropy", targets, n, v)?;
+    Ok((n, v))
+}
+
+/// One target per row of logits, each `IGNORE` or inside the vocabulary of `v`; `op`
+/// names the operation in the error.
+pub(super) fn check_targets(op: &str, targets: &[u32], n: usize, v: usize) -> Result<()> {
     if targets.len() != n {
-        bail!(
-            "cross_entropy: {n} rows of logits but {} targets",
-            targets.len()
-        );
+        bail!("{op}: {n} rows of logits but {} targets", targets.len());
     }
     if let Some(bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
-        bail!("cross_entropy: target {bad} is outside the vocabulary of {v}");
+        bail!("{op}: target {bad} is outside the vocabulary of {v}");
     }
-    Ok((n, v))
+    Ok(())
 }
 
 /// log-sum-exp of every row (0 for ignored rows, which are never read).

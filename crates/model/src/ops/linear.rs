@@ -9,10 +9,11 @@
 
 use std::sync::Mutex;
 
-use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::cpu::{contiguous, exp, max, rows_per_task, sum_exp_shift};
+use super::cpu::{buffer, contiguous, cpu_f32, exp, max, rows_per_task, sum_exp_shift};
+use super::cross_entropy::check_targets;
 use super::IGNORE;
 
 /// x (N, in), w (out, in) -> (N, out).
@@ -33,8 +34,8 @@ struct Mat {
 }
 
 impl Mat {
-    fn of(storage: &CpuStorage, layout: &Layout, what: &str) -> Result<Self> {
-        let data = storage.as_slice::<f32>()?;
+    /// The view `layout` makes of `data`, a storage's whole buffer.
+    fn of(data: &[f32], layout: &Layout, what: &str) -> Result<Self> {
         let &[rows, cols] = layout.dims() else {
             bail!("linear: {what} must be 2-D, got {:?}", layout.shape());
         };
@@ -121,19 +122,12 @@ fn product(a: Mat, b: Mat) -> Vec<f32> {
     dst
 }
 
-fn cpu(t: &Storage) -> Result<&CpuStorage> {
-    match t {
-        Storage::Cpu(s) => Ok(s),
-        _ => bail!("linear: tensor is not on the CPU"),
-    }
-}
-
 /// `a . b` for two CPU tensors, each a 2-D matrix or the transpose of one.
 fn tensor_product(a: &Tensor, b: &Tensor, shape: (usize, usize)) -> Result<Tensor> {
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
-    let ma = Mat::of(cpu(&sa)?, la, "lhs")?;
-    let mb = Mat::of(cpu(&sb)?, lb, "rhs")?;
+    let ma = Mat::of(cpu_f32(&sa)?, la, "lhs")?;
+    let mb = Mat::of(cpu_f32(&sb)?, lb, "rhs")?;
     let out = product(ma, mb);
     Tensor::from_vec(out, shape, a.device())
 }
@@ -150,8 +144,8 @@ impl CustomOp2 for Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = Mat::of(xs, xl, "input")?;
-        let w = Mat::of(ws, wl, "weight")?;
+        let x = Mat::of(buffer(xs)?, xl, "input")?;
+        let w = Mat::of(buffer(ws)?, wl, "weight")?;
         if x.cols != w.cols {
             bail!(
                 "linear: input has {} features but the weight expects {}",
@@ -235,15 +229,7 @@ fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Resu
             w.cols
         );
     }
-    if targets.len() != n {
-        bail!(
-            "linear_cross_entropy: {n} rows but {} targets",
-            targets.len()
-        );
-    }
-    if let Some(bad) = targets.iter().find(|&&t| t != IGNORE && t as usize >= v) {
-        bail!("linear_cross_entropy: target {bad} is outside the vocabulary of {v}");
-    }
+    check_targets("linear_cross_entropy", targets, n, v)?;
     let kept: Vec<usize> = (0..n).filter(|&i| targets[i] != IGNORE).collect();
     let mut out_grads = grads.then(|| (vec![0f32; n * c], vec![0f32; v * c]));
     if kept.is_empty() {
@@ -349,8 +335,8 @@ impl CustomOp3 for LinearCrossEntropy {
         ts: &CpuStorage,
         tl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = Mat::of(xs, xl, "hidden states")?;
-        let w = Mat::of(ws, wl, "head")?;
+        let x = Mat::of(buffer(xs)?, xl, "hidden states")?;
+        let w = Mat::of(buffer(ws)?, wl, "head")?;
         let targets = contiguous::<u32>(ts, tl)?;
         let (loss, grads) = head_loss(x, w, &targets, self.grads, self.block)?;
         *self.saved.lock().expect("saved gradients") = grads;
@@ -379,8 +365,8 @@ impl CustomOp3 for LinearCrossEntropy {
                 let (xs, xl) = x.storage_and_layout();
                 let (ws, wl) = w.storage_and_layout();
                 let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
-                let xm = Mat::of(cpu(&xs)?, xl, "hidden states")?;
-                let wm = Mat::of(cpu(&ws)?, wl, "head")?;
+                let xm = Mat::of(cpu_f32(&xs)?, xl, "hidden states")?;
+                let wm = Mat::of(cpu_f32(&ws)?, wl, "head")?;
                 head_loss(xm, wm, &t, true, self.block)?
                     .1
                     .expect("gradients were asked for")
