@@ -68,22 +68,20 @@ impl Detokenizer {
         }
         self.ids.push(token);
         self.grow(false);
-        let text = std::mem::take(&mut self.decoded);
-        let piece = self.piece(&text);
-        self.decoded = text;
-        piece
+        self.release()
     }
 
-    /// What `text` (all complete text so far) lets out.
-    fn piece(&mut self, text: &str) -> Piece {
+    /// Hands out what the complete text lets out: up to where a stop string begins, or
+    /// else all but a possible start of one.
+    fn release(&mut self) -> Piece {
+        let text = self.decoded.as_str();
         if let Some(end) = self.stop_at(text) {
             self.stopped = true;
             return Piece {
-                text: self.advance(&text[..end]),
+                text: self.advance(end),
                 stopped: true,
             };
         }
-        // hold back a possible start of a stop string
         let mut safe = text.len();
         for s in self.stops.iter() {
             // the longest proper prefix of `s` that the text ends with
@@ -101,7 +99,7 @@ impl Detokenizer {
             }
         }
         Piece {
-            text: self.advance(&text[..safe]),
+            text: self.advance(safe),
             stopped: false,
         }
     }
@@ -112,15 +110,11 @@ impl Detokenizer {
             return String::new();
         }
         self.grow(true);
-        let text = std::mem::take(&mut self.decoded);
-        let piece = self.piece(&text);
-        self.decoded = text;
+        let piece = self.release();
         if piece.stopped {
             return piece.text;
         }
-        let rest = self.decoded[self.sent.len()..].to_string();
-        self.sent.push_str(&rest);
-        piece.text + &rest
+        piece.text + &self.advance(self.decoded.len())
     }
 
     fn decode(&self, ids: &[u32]) -> String {
@@ -168,10 +162,10 @@ impl Detokenizer {
             .min()
     }
 
-    /// Hands out `upto` beyond what was sent (nothing if the decoded text changed under
-    /// what was sent, which byte-level decoding does not do).
-    fn advance(&mut self, upto: &str) -> String {
-        match upto.strip_prefix(self.sent.as_str()) {
+    /// Hands out the text up to byte `upto` beyond what was sent (nothing if the decoded
+    /// text changed under what was sent, which byte-level decoding does not do).
+    fn advance(&mut self, upto: usize) -> String {
+        match self.decoded[..upto].strip_prefix(self.sent.as_str()) {
             Some(new) if !new.is_empty() => {
                 let new = new.to_string();
                 self.sent.push_str(&new);
