@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use candle_core::quantized::gguf_file::Value;
-use ferrochat_model::checkpoint;
 use ferrochat_model::gguf::{self, GgufType};
+use ferrochat_model::{checkpoint, Config};
 use ferrochat_tokenizer::Tokenizer;
 
 #[derive(clap::Subcommand)]
@@ -53,7 +53,7 @@ pub fn run(c: Command) -> Result<()> {
         }
         Command::Gguf(a) => {
             let ty = GgufType::parse(&a.ty)?;
-            refuse_foreign_routing(&a.model, "llama.cpp")?;
+            refuse_foreign_routing(&a.model, &checkpoint::load_config(&a.model)?, "llama.cpp")?;
             let bytes = gguf(&a.model, ty)?;
             ferrochat_text::write_atomic(&a.output, &bytes)
                 .with_context(|| format!("cannot write {}", a.output.display()))?;
@@ -144,8 +144,7 @@ pub fn empty_folder(out: &Path) -> Result<()> {
 }
 
 /// Refuses to export a mixture of experts whose routing `to` would compute differently.
-fn refuse_foreign_routing(model: &Path, to: &str) -> Result<()> {
-    let cfg = checkpoint::load_config(model)?;
+fn refuse_foreign_routing(model: &Path, cfg: &Config, to: &str) -> Result<()> {
     if let Some(why) = cfg.routing_differs_from_mixtral() {
         bail!(
             "{}: {to} would not run this mixture of experts as ferrochat does: {why}. \
@@ -260,8 +259,8 @@ const FILES: [&str; 4] = [
 ];
 
 fn hf(model: &Path, out: &Path) -> Result<PathBuf> {
-    refuse_foreign_routing(model, "transformers")?;
     let cfg = checkpoint::load_config(model)?;
+    refuse_foreign_routing(model, &cfg, "transformers")?;
     let tok = Tokenizer::load(model)?;
     empty_folder(out)?;
     for f in FILES {
