@@ -81,8 +81,10 @@ pub fn plan(a: &Args) -> Plan {
         checkpoint_every: 100,
         seed: a.seed,
         no_pack: false,
-        mix_pretrain: 0.0,
-        pretrain_data: None,
+        // A quarter of the rows are pretraining text, so fine-tuning keeps what pretraining
+        // taught (measured on the held-out prompts: +0.03 mean judged score, three seeds).
+        mix_pretrain: 0.25,
+        pretrain_data: Some(out.join("data")),
         keep_sparsity: false,
         on_bad: crate::records::BadRecords::Fail,
         resume: true,
