@@ -18,11 +18,11 @@ pub struct Detokenizer {
     ids: Vec<u32>,
     /// The text of every complete character decoded so far.
     decoded: String,
-    /// `ids[prefix..read]` is the context window already part of `text`; `ids[read..]`
+    /// `ids[prefix..read]` is the context window already part of `decoded`; `ids[read..]`
     /// are tokens whose text is not complete yet.
     prefix: usize,
     read: usize,
-    /// The text handed out so far (a prefix of `text`).
+    /// The text handed out so far (a prefix of `decoded`).
     sent: String,
     stopped: bool,
 }
