@@ -7,12 +7,21 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TERM_COLOR=never
+# Each section's header says how long the run has taken so far, so a slow CI run shows
+# where its time went.
+section() { echo "== [$((SECONDS / 60))m$((SECONDS % 60))s] $*"; }
 
-echo "== machine: $(nproc) cores, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)"
+section "machine: $(nproc) cores, $(grep -m1 "model name" /proc/cpuinfo | cut -d: -f2 | xargs)"
 echo "   SIMD: $(grep -m1 -ow "sse4_2\|avx\|avx2\|bmi2\|fma\|f16c\|avx512f" /proc/cpuinfo | sort -u | xargs 2>/dev/null)"
-echo "== cargo fmt --check"
+section "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== Open MPI, for the data-parallel tests"
+# The interop checks' Python packages (torch alone is about 3 GB with its CUDA libraries)
+# download while the Rust code builds; the interop section waits for them.
+source scripts/pyenv.sh
+mkdir -p target
+ensure_pyenv torch transformers >target/pyenv-install.log 2>&1 &
+PYENV_PID=$!
+section "Open MPI, for the data-parallel tests"
 source scripts/mpi.sh
 FEATURES=()
 if ensure_mpi; then
@@ -20,9 +29,9 @@ if ensure_mpi; then
 else
   echo "!!! SKIPPED: could not install Open MPI; the data-parallel tests will not run !!!" >&2
 fi
-echo "== cargo clippy"
+section "cargo clippy"
 cargo clippy --workspace --all-targets "${FEATURES[@]}" -q -- -D warnings
-echo "== PostgreSQL on loopback, for the feedback store's tests"
+section "PostgreSQL on loopback, for the feedback store's tests"
 source scripts/postgres.sh
 trap stop_postgres EXIT
 if start_postgres; then
@@ -30,20 +39,20 @@ if start_postgres; then
 else
   echo "!!! SKIPPED: could not install or start PostgreSQL; the store's PostgreSQL tests will not run !!!" >&2
 fi
-echo "== cargo test"
+section "cargo test"
 cargo test --workspace "${FEATURES[@]}" -q
-echo "== interop: Hugging Face transformers"
+section "interop: Hugging Face transformers"
 cargo build -q -p ferrochat-cli "${FEATURES[@]}"
-source scripts/pyenv.sh
+wait "$PYENV_PID" || cat target/pyenv-install.log >&2
 if ensure_pyenv torch transformers; then
   "$PYENV/bin/python" tests/interop/hf_parity.py --ferrochat target/debug/ferrochat
   "$PYENV/bin/python" tests/interop/hf_import.py --ferrochat target/debug/ferrochat
 else
   echo "!!! SKIPPED: could not install torch + transformers from PyPI; the Hugging Face parity check did not run !!!" >&2
 fi
-echo "== interop: the openai client, a 32-client streaming load, the chat page in Chromium"
+section "interop: the openai client, a 32-client streaming load, the chat page in Chromium"
 tests/serve_checks.sh target/debug/ferrochat
-echo "== interop: GGUF exports in llama.cpp"
+section "interop: GGUF exports in llama.cpp"
 if ensure_llama_cpp portable; then
   # a small mixture of experts (4 experts, top 2) on the same run's data, beside the
   # dense chat model
@@ -56,4 +65,4 @@ if ensure_llama_cpp portable; then
 else
   echo "!!! SKIPPED: could not build llama-cpp-python from PyPI; the GGUF check did not run !!!" >&2
 fi
-echo "all tests passed"
+echo "all tests passed in $((SECONDS / 60))m$((SECONDS % 60))s"
