@@ -16,17 +16,24 @@ source scripts/pyenv.sh
 ensure_pyenv torch transformers
 cargo build --release -q -p ferrochat-cli
 OUT=target/bench-train; mkdir -p "$OUT"
-ours=(); theirs=()
+ours=(); theirs=(); peak_ours=(); peak_theirs=()
 for r in $(seq "$ROUNDS"); do
   o=$(target/release/ferrochat bench train --preset "$PRESET" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --output "$OUT" | tail -1)
   t=$("$PYENV/bin/python" bench/torch_train.py "$OUT" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tail -1)
   ours+=("$(echo "$o" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
   theirs+=("$(echo "$t" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
+  peak_ours+=("$(echo "$o" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["matmul_peak_gflops"])')")
+  peak_theirs+=("$(echo "$t" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["matmul_peak_gflops"])')")
   echo "round $r: ferrochat ${ours[-1]} tokens/s, pytorch ${theirs[-1]} tokens/s"
 done
-"$PYENV/bin/python" - "${ours[*]}" "${theirs[*]}" <<'PY'
+"$PYENV/bin/python" - "${ours[*]}" "${theirs[*]}" "${peak_ours[*]}" "${peak_theirs[*]}" <<'PY'
 import statistics, sys
-o = [float(x) for x in sys.argv[1].split()]; t = [float(x) for x in sys.argv[2].split()]
+o, t, po, pt = ([float(x) for x in a.split()] for a in sys.argv[1:5])
 mo, mt = statistics.median(o), statistics.median(t)
 print(f"median: ferrochat {mo:.0f} tokens/s, PyTorch {mt:.0f} tokens/s, ratio {mo/mt:.2f}x")
+# the matmul alone, on the same shapes: when ours is faster there and the step is not,
+# the difference lies outside the matrix products
+mpo, mpt = statistics.median(po), statistics.median(pt)
+print(f"f32 matmul peak on the model's shapes: candle/gemm {mpo:.0f} GFLOP/s, "
+      f"PyTorch {mpt:.0f} GFLOP/s, ratio {mpo/mpt:.2f}x")
 PY

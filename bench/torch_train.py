@@ -4,7 +4,8 @@ Builds Hugging Face's own LlamaForCausalLM from the config.json that
 `ferrochat bench train --output DIR` wrote, and times the same training step:
 batch x seq random tokens, forward, cross-entropy, backward, grad-norm clip,
 AdamW; f32 on the CPU with the same number of threads. Prints tokens/s
-(median of the timed steps) as the last line, as JSON.
+(median of the timed steps) as the last line, as JSON, with PyTorch's own f32
+matmul peak on the model's shapes (the same three products ours is measured on).
 """
 
 import argparse
@@ -58,6 +59,7 @@ def main():
         if i >= args.warmup:
             times.append(dt)
     step = statistics.median(times)
+    peak = matmul_peak(torch, config, args.batch * args.seq, dev, sync)
     tps = args.batch * args.seq / step
     # model FLOPs per token: 6 x parameters (embedding excluded when tied... counted as
     # nanochat does: all matmul parameters) plus attention, 12 x layers x d x seq
@@ -66,12 +68,33 @@ def main():
     where = torch.cuda.get_device_name() if dev.type == "cuda" else f"{args.threads} threads"
     print(f"PyTorch {torch.__version__} eager{' bf16 autocast' if args.bf16 else ''}, {where}: "
           f"{tps:.0f} tokens/s (median step {step:.3f}s, {params/1e6:.2f}M parameters, "
-          f"{tps * flops_tok / 1e12:.1f} model TFLOP/s)")
+          f"{tps * flops_tok / 1e12:.1f} model TFLOP/s); its f32 matmul peak on the model's "
+          f"shapes: {peak:.1f} GFLOP/s")
     print(json.dumps({"reference": "pytorch-eager-hf-llama", "torch": torch.__version__,
                       "device": where, "bf16": args.bf16, "threads": args.threads, "params": params,
                       "step_secs_median": step, "tokens_per_sec": tps,
-                      "model_tflops": tps * flops_tok / 1e12}))
+                      "model_tflops": tps * flops_tok / 1e12,
+                      "matmul_peak_gflops": peak}))
 
+
+def matmul_peak(torch, config, rows, dev, sync):
+    """Best f32 matmul rate on the model's own shapes, as `ferrochat bench train` measures
+    its own: (rows, C) x (C, F), (rows, F) x (F, C), (rows, C) x (C, C), median of 5 each."""
+    c, f = config.hidden_size, config.intermediate_size
+    best = 0.0
+    for m, k, n in [(rows, c, f), (rows, f, c), (rows, c, c)]:
+        a = torch.randn(m, k, device=dev)
+        b = torch.randn(k, n, device=dev)
+        a @ b
+        times = []
+        for _ in range(5):
+            sync()
+            t = time.perf_counter()
+            a @ b
+            sync()
+            times.append(time.perf_counter() - t)
+        best = max(best, 2 * m * k * n / statistics.median(times) / 1e9)
+    return best
 
 if __name__ == "__main__":
     main()
