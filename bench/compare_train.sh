@@ -16,14 +16,16 @@ source scripts/pyenv.sh
 ensure_pyenv torch transformers
 cargo build --release -q -p ferrochat-cli
 OUT=target/bench-train; mkdir -p "$OUT"
+# field JSON NAME: one field of a one-line JSON result
+field() { echo "$1" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
 ours=(); theirs=(); peak_ours=(); peak_theirs=()
 for r in $(seq "$ROUNDS"); do
   o=$(target/release/ferrochat bench train --preset "$PRESET" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" --output "$OUT" | tail -1)
   t=$("$PYENV/bin/python" bench/torch_train.py "$OUT" --batch "$BATCH" --seq "$SEQ" --steps "$STEPS" | tail -1)
-  ours+=("$(echo "$o" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
-  theirs+=("$(echo "$t" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["tokens_per_sec"])')")
-  peak_ours+=("$(echo "$o" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["matmul_peak_gflops"])')")
-  peak_theirs+=("$(echo "$t" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)["matmul_peak_gflops"])')")
+  ours+=("$(field "$o" tokens_per_sec)")
+  theirs+=("$(field "$t" tokens_per_sec)")
+  peak_ours+=("$(field "$o" matmul_peak_gflops)")
+  peak_theirs+=("$(field "$t" matmul_peak_gflops)")
   echo "round $r: ferrochat ${ours[-1]} tokens/s, pytorch ${theirs[-1]} tokens/s"
 done
 "$PYENV/bin/python" - "${ours[*]}" "${theirs[*]}" "${peak_ours[*]}" "${peak_theirs[*]}" <<'PY'

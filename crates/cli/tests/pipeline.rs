@@ -599,7 +599,7 @@ fn quick_speedrun_runs_every_stage_and_writes_the_report() {
     };
     let (a, b) = (answer(&run.join("chat")), answer(&q8));
     eprintln!("f32: {a:?}\nq8_0: {b:?}");
-    // a tiny chat model may end its turn at once; the 8-bit one does what it does
+    // a tiny chat model may end its turn at once; the 8-bit one must agree with it on that
     assert_eq!(
         a.trim().is_empty(),
         b.trim().is_empty(),
