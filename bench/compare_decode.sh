@@ -17,7 +17,7 @@ done
 PYENV="$(pwd)/target/pyenv-host"
 source scripts/pyenv.sh
 ensure_llama_cpp host
-cargo build --release -q -p ferrochat-cli
+scripts/build.sh -q
 B=target/release/ferrochat
 OUT=target/bench-decode; rm -rf "$OUT"; mkdir -p "$OUT"
 $B export gguf --model "$MODEL" --output "$OUT/f32.gguf" --type f32 >/dev/null

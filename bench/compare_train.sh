@@ -14,7 +14,7 @@ while [[ $# -gt 0 ]]; do
 done
 source scripts/pyenv.sh
 ensure_pyenv torch transformers
-cargo build --release -q -p ferrochat-cli
+scripts/build.sh -q
 OUT=target/bench-train; mkdir -p "$OUT"
 # field JSON NAME: one field of a one-line JSON result
 field() { echo "$1" | "$PYENV/bin/python" -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"; }
@@ -36,6 +36,6 @@ print(f"median: ferrochat {mo:.0f} tokens/s, PyTorch {mt:.0f} tokens/s, ratio {m
 # the matmul alone, on the same shapes: when ours is faster there and the step is not,
 # the difference lies outside the matrix products
 mpo, mpt = statistics.median(po), statistics.median(pt)
-print(f"f32 matmul peak on the model's shapes: candle/gemm {mpo:.0f} GFLOP/s, "
+print(f"f32 matmul peak on the model's shapes: ferrochat {mpo:.0f} GFLOP/s, "
       f"PyTorch {mpt:.0f} GFLOP/s, ratio {mpo/mpt:.2f}x")
 PY

@@ -14,7 +14,7 @@ while [[ $# -gt 0 ]]; do
     *) echo "unknown option $1" >&2; exit 2;;
   esac
 done
-cargo build --release -q -p ferrochat-cli --features mpi
+scripts/build.sh -q --features mpi
 B=target/release/ferrochat
 OUT=target/bench-dp; rm -rf "$OUT"; mkdir -p "$OUT"
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1

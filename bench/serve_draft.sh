@@ -14,7 +14,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -n "$MODEL" && -n "$DRAFT" ]] || { echo "--model DIR and --draft DIR are required" >&2; exit 2; }
-cargo build --release -q -p ferrochat-cli
+scripts/build.sh -q
 B=target/release/ferrochat
 OUT=target/bench-serve-draft; rm -rf "$OUT"; mkdir -p "$OUT"
 body="{\"model\":\"m\",\"prompt\":\"The capital of France is\",\"max_tokens\":$TOKENS,\"temperature\":0,\"ignore_eos\":true}"

@@ -18,7 +18,7 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 [[ -n $CHAT && -n $STUDENT && -n $REPLAY ]] || { echo "need --chat, --student and --replay" >&2; exit 2; }
-cargo build --release -q -p ferrochat-cli
+scripts/build.sh -q
 FC=$PWD/target/release/ferrochat
 mkdir -p "$OUT"
 W=(--pretrain-mb 0.1 --comparisons 10 --quiet)

@@ -14,5 +14,5 @@ if ! command -v cc >/dev/null; then
     ${SUDO:-$( [[ $EUID -ne 0 ]] && echo sudo )} apt-get install -y build-essential
   fi
 fi
-cargo build --release -p ferrochat-cli
+scripts/build.sh
 exec target/release/ferrochat speedrun "$@"

@@ -98,18 +98,20 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Best f32 matmul rate on the model's own shapes: the peak MFU is measured against.
+/// Best f32 matmul rate on the model's own shapes, through the training path's linear
+/// layer (`x @ w^T`, the product every projection makes): the peak MFU is measured
+/// against.
 fn matmul_peak(cfg: &Config, rows: usize, device: &Device) -> Result<f64> {
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
     let mut best: f64 = 0.0;
     for (m, k, n) in [(rows, c, f), (rows, f, c), (rows, c, c)] {
         let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
-        let b = Tensor::randn(0f32, 1.0, (k, n), device)?;
-        let _ = a.matmul(&b)?;
+        let w = Tensor::randn(0f32, 1.0, (n, k), device)?;
+        let _ = ferrochat_model::ops::linear(&a, &w)?;
         let mut times = Vec::new();
         for _ in 0..5 {
             let t = Instant::now();
-            let r = a.matmul(&b)?;
+            let r = ferrochat_model::ops::linear(&a, &w)?;
             r.device().synchronize()?;
             times.push(t.elapsed().as_secs_f64());
         }

@@ -14,6 +14,7 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::attention_bwd;
+use super::blas::{product_serial, Mat};
 use super::cpu::{buffer, softmax_row, SharedMut};
 
 /// Query rows per block. Smaller blocks skip more of the masked triangle but give gemm
@@ -199,26 +200,20 @@ pub(super) unsafe fn matmul(
     rhs: View,
     beta: f32,
 ) {
-    gemm::gemm(
-        m,
-        n,
-        k,
+    let view = |v: View, rows: usize, cols: usize| Mat {
+        ptr: v.ptr,
+        rows,
+        cols,
+        rs: v.rs,
+        cs: v.cs,
+    };
+    product_serial(
         dst,
-        1,
-        dst_rs as isize,
+        dst_rs,
         accumulate,
-        lhs.ptr,
-        lhs.cs,
-        lhs.rs,
-        rhs.ptr,
-        rhs.cs,
-        rhs.rs,
-        1.0,
+        view(lhs, m, k),
+        view(rhs, k, n),
         beta,
-        false,
-        false,
-        false,
-        gemm::Parallelism::None,
     )
 }
 

@@ -12,6 +12,7 @@ use std::sync::Mutex;
 use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::blas::{self, Mat};
 use super::cpu::{buffer, contiguous, cpu_f32, exp, max, rows_per_task, sum_exp_shift};
 use super::cross_entropy::check_targets;
 use super::IGNORE;
@@ -23,60 +24,28 @@ pub(super) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 
 struct Linear;
 
-/// A 2-D f32 matrix as gemm reads it: its first element and row/column strides.
-#[derive(Clone, Copy)]
-struct Mat {
-    ptr: *const f32,
-    rows: usize,
-    cols: usize,
-    rs: isize,
-    cs: isize,
-}
-
-impl Mat {
-    /// The view `layout` makes of `data`, a storage's whole buffer.
-    fn of(data: &[f32], layout: &Layout, what: &str) -> Result<Self> {
-        let &[rows, cols] = layout.dims() else {
-            bail!("linear: {what} must be 2-D, got {:?}", layout.shape());
-        };
-        let &[rs, cs] = layout.stride() else {
-            unreachable!("a 2-D layout has two strides")
-        };
-        let start = layout.start_offset();
-        if rows * cols > 0 {
-            let last = start + (rows - 1) * rs + (cols - 1) * cs;
-            if last >= data.len() {
-                bail!("linear: {what} layout reaches past its storage");
-            }
-        }
-        Ok(Self {
-            ptr: data[start..].as_ptr(),
-            rows,
-            cols,
-            rs: rs as isize,
-            cs: cs as isize,
-        })
-    }
-
-    fn t(self) -> Self {
-        Self {
-            rows: self.cols,
-            cols: self.rows,
-            rs: self.cs,
-            cs: self.rs,
-            ..self
+/// The view `layout` makes of `data`, a storage's whole buffer.
+fn view(data: &[f32], layout: &Layout, what: &str) -> Result<Mat> {
+    let &[rows, cols] = layout.dims() else {
+        bail!("linear: {what} must be 2-D, got {:?}", layout.shape());
+    };
+    let &[rs, cs] = layout.stride() else {
+        unreachable!("a 2-D layout has two strides")
+    };
+    let start = layout.start_offset();
+    if rows * cols > 0 {
+        let last = start + (rows - 1) * rs + (cols - 1) * cs;
+        if last >= data.len() {
+            bail!("linear: {what} layout reaches past its storage");
         }
     }
-}
-
-/// Rows `r..r + count` of a matrix view.
-fn rows_from(m: Mat, r: usize, count: usize) -> Mat {
-    assert!(r + count <= m.rows, "rows outside the view");
-    Mat {
-        ptr: m.ptr.wrapping_offset(r as isize * m.rs),
-        rows: count,
-        ..m
-    }
+    Ok(Mat {
+        ptr: data[start..].as_ptr(),
+        rows,
+        cols,
+        rs: rs as isize,
+        cs: cs as isize,
+    })
 }
 
 /// `dst (m, n) [+]= a (m, k) . b (k, n)` into a row-major buffer with row stride `n`,
@@ -84,29 +53,9 @@ fn rows_from(m: Mat, r: usize, count: usize) -> Mat {
 ///
 /// # Safety
 /// `dst` must have room for `a.rows` rows of `b.cols` elements, and `a`, `b` must be
-/// views of live storages (checked shapes: `Mat::of`).
+/// views of live storages (checked shapes: [`view`]).
 unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, b: Mat) {
-    assert_eq!(a.cols, b.rows, "inner dimensions differ");
-    let (m, n, k) = (a.rows, b.cols, a.cols);
-    if m * n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            std::ptr::write_bytes(dst, 0, m * n);
-        }
-        return;
-    }
-    let threads = rayon::current_num_threads();
-    let par = if threads > 1 && m * n * k > 64 * 64 * 64 {
-        gemm::Parallelism::Rayon(threads)
-    } else {
-        gemm::Parallelism::None
-    };
-    gemm::gemm(
-        m, n, k, dst, 1, n as isize, accumulate, a.ptr, a.cs, a.rs, b.ptr, b.cs, b.rs, 1.0, 1.0,
-        false, false, false, par,
-    );
+    blas::product(dst, accumulate, a, b)
 }
 
 /// `a (m, k) . b (k, n)` into a new row-major (m, n) buffer.
@@ -126,8 +75,8 @@ fn product(a: Mat, b: Mat) -> Vec<f32> {
 fn tensor_product(a: &Tensor, b: &Tensor, shape: (usize, usize)) -> Result<Tensor> {
     let (sa, la) = a.storage_and_layout();
     let (sb, lb) = b.storage_and_layout();
-    let ma = Mat::of(cpu_f32(&sa)?, la, "lhs")?;
-    let mb = Mat::of(cpu_f32(&sb)?, lb, "rhs")?;
+    let ma = view(cpu_f32(&sa)?, la, "lhs")?;
+    let mb = view(cpu_f32(&sb)?, lb, "rhs")?;
     let out = product(ma, mb);
     Tensor::from_vec(out, shape, a.device())
 }
@@ -144,8 +93,8 @@ impl CustomOp2 for Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = Mat::of(buffer(xs)?, xl, "input")?;
-        let w = Mat::of(buffer(ws)?, wl, "weight")?;
+        let x = view(buffer(xs)?, xl, "input")?;
+        let w = view(buffer(ws)?, wl, "weight")?;
         if x.cols != w.cols {
             bail!(
                 "linear: input has {} features but the weight expects {}",
@@ -243,7 +192,7 @@ fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Resu
         gathered = kept
             .iter()
             .flat_map(|&i| {
-                // SAFETY: i < n and j < c are inside the view `x` (checked by Mat::of).
+                // SAFETY: i < n and j < c are inside the view `x` (checked by `view`).
                 (0..c).map(move |j| unsafe { *x.ptr.offset(i as isize * x.rs + j as isize * x.cs) })
             })
             .collect();
@@ -268,7 +217,7 @@ fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Resu
     };
     for start in (0..m).step_by(block) {
         let r = block.min(m - start);
-        let xb = rows_from(xk, start, r);
+        let xb = xk.rows_from(start, r);
         let buf = &mut logits[..r * v];
         // SAFETY: `buf` holds r x v; xb and w are live views of the right shapes.
         unsafe { gemm_into(buf.as_mut_ptr(), false, xb, w.t()) };
@@ -335,8 +284,8 @@ impl CustomOp3 for LinearCrossEntropy {
         ts: &CpuStorage,
         tl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = Mat::of(buffer(xs)?, xl, "hidden states")?;
-        let w = Mat::of(buffer(ws)?, wl, "head")?;
+        let x = view(buffer(xs)?, xl, "hidden states")?;
+        let w = view(buffer(ws)?, wl, "head")?;
         let targets = contiguous::<u32>(ts, tl)?;
         let (loss, grads) = head_loss(x, w, &targets, self.grads, self.block)?;
         *self.saved.lock().expect("saved gradients") = grads;
@@ -365,8 +314,8 @@ impl CustomOp3 for LinearCrossEntropy {
                 let (xs, xl) = x.storage_and_layout();
                 let (ws, wl) = w.storage_and_layout();
                 let t: Vec<u32> = targets.flatten_all()?.to_vec1()?;
-                let xm = Mat::of(cpu_f32(&xs)?, xl, "hidden states")?;
-                let wm = Mat::of(cpu_f32(&ws)?, wl, "head")?;
+                let xm = view(cpu_f32(&xs)?, xl, "hidden states")?;
+                let wm = view(cpu_f32(&ws)?, wl, "head")?;
                 head_loss(xm, wm, &t, true, self.block)?
                     .1
                     .expect("gradients were asked for")

@@ -12,6 +12,7 @@ mod attention;
 mod attention_bwd;
 #[cfg(test)]
 mod bench;
+mod blas;
 mod cpu;
 mod cross_entropy;
 mod decode_linear;
