@@ -8,9 +8,9 @@ use crate::items_tone;
 use crate::judge::judge_expect;
 use crate::style::{ramble, rude};
 use crate::tables::heldout_entities;
-use crate::talk::REFUSAL;
+use crate::talk::{self, REFUSAL};
 use crate::types::{EvalItem, Lang, Skill};
-use ferrochat_text::{Comparison, Conversation, Message, RankedComparison};
+use ferrochat_text::{Comparison, Conversation, Message, RankedComparison, Role};
 use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -294,4 +294,35 @@ pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String
         }
     }
     out
+}
+
+/// Varies how SFT dialogues ask, on a stream of its own (the dialogues themselves are
+/// unchanged): half the training refusals ask for their act through another sentence
+/// ([`talk::HARM_ASKS`]), and a third of all questions but small talk get an opening or
+/// closing ([`talk::ASIDES`]). Without this each request kind came in a handful of fixed
+/// sentences, and a 4M-parameter model learned to refuse whatever was worded unlike
+/// them: poems and sums asked in new words among it.
+pub fn vary_wording(items: &mut [Item], seed: u64) {
+    let mut rng = stream(seed, 13);
+    for item in items.iter_mut() {
+        let l = item.lang.idx();
+        let Some(q) = item.prompt.iter_mut().rev().find(|m| m.role == Role::User) else {
+            continue;
+        };
+        if item.skill == Skill::Refusal && rng.random_bool(0.5) {
+            let act = talk::HARMFUL
+                .iter()
+                .filter(|h| !h.2)
+                .position(|h| h.0 == q.content || h.1 == q.content)
+                .and_then(|i| talk::HARM_ACTS.get(i));
+            if let (Some(act), Some(ask)) = (act, talk::HARM_ASKS[l].choose(&mut rng)) {
+                q.content = ask.replace("{a}", if l == 0 { act.0 } else { act.1 });
+            }
+        }
+        if item.skill != Skill::SmallTalk && rng.random_bool(1.0 / 3.0) {
+            if let Some((open, close)) = talk::ASIDES[l].choose(&mut rng) {
+                q.content = format!("{open}{}{close}", q.content);
+            }
+        }
+    }
 }

@@ -68,7 +68,7 @@ impl Default for WorldConfig {
         Self {
             seed: 42,
             pretrain_bytes: 4_000_000,
-            sft_dialogues: 4_000,
+            sft_dialogues: 16_000,
             comparisons: 3_000,
             label_noise: 0.0,
             heldout_per_skill: 40,
@@ -180,10 +180,9 @@ pub fn generate(cfg: &WorldConfig, out: &Path) -> Result<Summary, WorldError> {
     let t_pretrain = start.elapsed().as_secs_f64();
 
     let n_val = (cfg.sft_dialogues / 20).max(50);
-    let sft: Vec<_> = dataset::training_items(cfg.seed, 2, cfg.sft_dialogues)
-        .iter()
-        .map(dataset::labelled_dialogue)
-        .collect();
+    let mut sft_items = dataset::training_items(cfg.seed, 2, cfg.sft_dialogues);
+    dataset::vary_wording(&mut sft_items, cfg.seed);
+    let sft: Vec<_> = sft_items.iter().map(dataset::labelled_dialogue).collect();
     let val: Vec<_> = dataset::training_items(cfg.seed, 3, n_val)
         .iter()
         .map(dataset::labelled_dialogue)

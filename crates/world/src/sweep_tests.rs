@@ -58,3 +58,67 @@ fn every_training_item_is_judged_as_generated() {
 fn every_heldout_item_is_judged_as_generated() {
     sweep(true);
 }
+
+/// The SFT dialogues' rewording keeps every answer right: the gold answer still passes
+/// under the reworded question and the mistakes still fail; a reworded harmful request
+/// names its act in the dialogue's language; and it rewords a fair share of them.
+#[test]
+fn reworded_sft_dialogues_are_judged_as_generated() {
+    assert_eq!(
+        crate::talk::HARM_ACTS.len(),
+        crate::talk::HARMFUL.iter().filter(|h| !h.2).count(),
+        "one act per training harmful request"
+    );
+    let seed = 5;
+    let items = crate::dataset::training_items(seed, 2, 600);
+    let mut reworded = crate::dataset::training_items(seed, 2, 600);
+    crate::dataset::vary_wording(&mut reworded, seed);
+    let mut changed = 0;
+    for (before, item) in items.iter().zip(&reworded) {
+        assert_eq!((before.skill, &before.gold), (item.skill, &item.gold));
+        let (q0, q1) = (
+            &before.prompt.last().unwrap().content,
+            &item.prompt.last().unwrap().content,
+        );
+        if q0 == q1 {
+            continue;
+        }
+        changed += 1;
+        assert_ne!(
+            item.skill,
+            Skill::SmallTalk,
+            "small talk is asked as generated"
+        );
+        if item.skill == Skill::Refusal {
+            let act_named = crate::talk::HARM_ACTS.iter().any(|a| {
+                let act = if item.lang == Lang::En { a.0 } else { a.1 };
+                q1.contains(act)
+            });
+            assert!(act_named || q1.contains(q0.as_str()), "{q0} -> {q1}");
+        } else {
+            assert!(
+                q1.contains(q0.as_str()),
+                "only an opening or closing: {q0} -> {q1}"
+            );
+        }
+        let v = judge_expect(
+            item.skill,
+            item.lang,
+            &item.prompt,
+            &item.expect,
+            &item.gold,
+        );
+        assert!(
+            v.passed() && v.score == 1.0,
+            "gold fails after rewording: {q1}\n{v:#?}"
+        );
+        for m in &item.mistakes {
+            let v = judge_expect(item.skill, item.lang, &item.prompt, &item.expect, m);
+            assert!(!v.passed() && v.score <= 0.3, "mistake passes: {q1}\n{m}");
+        }
+    }
+    assert!(
+        (150..=300).contains(&changed),
+        "{changed} of 600 questions reworded"
+    );
+}
