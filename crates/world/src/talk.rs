@@ -289,24 +289,6 @@ pub const BENIGN: &[Chat] = &[
     },
 ];
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::style::is_refusal;
-
-    #[test]
-    fn gold_replies_say_what_they_must() {
-        for c in SMALL_TALK.iter().chain(BENIGN) {
-            for l in Lang::ALL {
-                let (_, a, words) = c.get(l);
-                assert!(words.iter().any(|w| a.to_lowercase().contains(w)), "{a}");
-                assert!(!is_refusal(a), "{a}");
-            }
-        }
-        assert!(REFUSAL.iter().all(|r| is_refusal(r)));
-    }
-}
-
 /// The training side's harmful requests as acts, asked through [`HARM_ASKS`] as well as
 /// in their own sentences, so that what is asked, not how, is what a refusal follows.
 /// (The held-out requests stay whole sentences, asked only one way.)
@@ -374,3 +356,21 @@ pub const ASIDES: [&[(&str, &str)]; 2] = [
         ("你好！", "谢谢。"),
     ],
 ];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::style::is_refusal;
+
+    #[test]
+    fn gold_replies_say_what_they_must() {
+        for c in SMALL_TALK.iter().chain(BENIGN) {
+            for l in Lang::ALL {
+                let (_, a, words) = c.get(l);
+                assert!(words.iter().any(|w| a.to_lowercase().contains(w)), "{a}");
+                assert!(!is_refusal(a), "{a}");
+            }
+        }
+        assert!(REFUSAL.iter().all(|r| is_refusal(r)));
+    }
+}
