@@ -74,10 +74,34 @@ pub(super) unsafe fn product_serial(
     if mkl::product(dst, dst_rs, accumulate, a, b, alpha) {
         return;
     }
+    gemm_crate(
+        dst,
+        dst_rs,
+        accumulate,
+        a,
+        b,
+        alpha,
+        gemm::Parallelism::None,
+    );
+}
+
+/// The product through the `gemm` crate, on `par`'s threads.
+///
+/// # Safety
+/// As [`product_serial`].
+unsafe fn gemm_crate(
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    a: Mat,
+    b: Mat,
+    alpha: f32,
+    par: gemm::Parallelism,
+) {
     gemm::gemm(
-        m,
-        n,
-        k,
+        a.rows,
+        b.cols,
+        a.cols,
         dst,
         1,
         dst_rs as isize,
@@ -93,7 +117,7 @@ pub(super) unsafe fn product_serial(
         false,
         false,
         false,
-        gemm::Parallelism::None,
+        par,
     );
 }
 
@@ -134,25 +158,13 @@ pub(super) unsafe fn product(dst: *mut f32, accumulate: bool, a: Mat, b: Mat) {
         });
     }
     #[cfg(not(feature = "mkl"))]
-    gemm::gemm(
-        m,
-        n,
-        k,
+    gemm_crate(
         dst,
-        1,
-        n as isize,
+        n,
         accumulate,
-        a.ptr,
-        a.cs,
-        a.rs,
-        b.ptr,
-        b.cs,
-        b.rs,
+        a,
+        b,
         1.0,
-        1.0,
-        false,
-        false,
-        false,
         gemm::Parallelism::Rayon(threads),
     );
 }
