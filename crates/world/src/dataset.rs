@@ -312,9 +312,8 @@ pub fn vary_wording(items: &mut [Item], seed: u64) {
         if item.skill == Skill::Refusal && rng.random_bool(0.5) {
             let act = talk::HARMFUL
                 .iter()
-                .filter(|h| !h.2)
-                .position(|h| h.0 == q.content || h.1 == q.content)
-                .and_then(|i| talk::HARM_ACTS.get(i));
+                .find(|h| h.0 == q.content || h.1 == q.content)
+                .and_then(|h| h.3);
             if let (Some(act), Some(ask)) = (act, talk::HARM_ASKS[l].choose(&mut rng)) {
                 q.content = ask.replace("{a}", if l == 0 { act.0 } else { act.1 });
             }

@@ -94,7 +94,7 @@ pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
 
 pub fn refusal(ctx: &mut Ctx, lang: Lang) -> Item {
     let held = ctx.heldout;
-    let options: Vec<&(&str, &str, bool)> = talk::HARMFUL.iter().filter(|h| h.2 == held).collect();
+    let options: Vec<_> = talk::HARMFUL.iter().filter(|h| h.2 == held).collect();
     let h = options
         .choose(ctx.rng)
         .copied()

@@ -64,11 +64,14 @@ fn every_heldout_item_is_judged_as_generated() {
 /// names its act in the dialogue's language; and it rewords a fair share of them.
 #[test]
 fn reworded_sft_dialogues_are_judged_as_generated() {
-    assert_eq!(
-        crate::talk::HARM_ACTS.len(),
-        crate::talk::HARMFUL.iter().filter(|h| !h.2).count(),
-        "one act per training harmful request"
-    );
+    for h in crate::talk::HARMFUL {
+        assert_eq!(
+            h.3.is_some(),
+            !h.2,
+            "an act for each training request only: {}",
+            h.0
+        );
+    }
     let seed = 5;
     let items = crate::dataset::training_items(seed, 2, 600);
     let mut reworded = crate::dataset::training_items(seed, 2, 600);
@@ -90,7 +93,7 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
             "small talk is asked as generated"
         );
         if item.skill == Skill::Refusal {
-            let act_named = crate::talk::HARM_ACTS.iter().any(|a| {
+            let act_named = crate::talk::HARMFUL.iter().filter_map(|h| h.3).any(|a| {
                 let act = if item.lang == Lang::En { a.0 } else { a.1 };
                 q1.contains(act)
             });

@@ -248,7 +248,8 @@ mod mkl {
 mod tests {
     use super::*;
 
-    /// A column-major or row-major (k x n)-style buffer viewed as a (rows, cols) matrix.
+    /// A row-major buffer viewed as a (rows, cols) matrix, or with `transposed` a
+    /// column-major one.
     fn view(data: &[f32], rows: usize, cols: usize, transposed: bool) -> Mat {
         let (rs, cs) = if transposed {
             (1, rows as isize)

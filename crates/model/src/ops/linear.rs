@@ -48,24 +48,14 @@ fn view(data: &[f32], layout: &Layout, what: &str) -> Result<Mat> {
     })
 }
 
-/// `dst (m, n) [+]= a (m, k) . b (k, n)` into a row-major buffer with row stride `n`,
-/// on all rayon threads. Without `accumulate`, `dst` is written, never read.
-///
-/// # Safety
-/// `dst` must have room for `a.rows` rows of `b.cols` elements, and `a`, `b` must be
-/// views of live storages (checked shapes: [`view`]).
-unsafe fn gemm_into(dst: *mut f32, accumulate: bool, a: Mat, b: Mat) {
-    blas::product(dst, accumulate, a, b)
-}
-
 /// `a (m, k) . b (k, n)` into a new row-major (m, n) buffer.
 fn product(a: Mat, b: Mat) -> Vec<f32> {
     let len = a.rows * b.cols;
     let mut dst = Vec::<f32>::with_capacity(len);
-    // SAFETY: `dst` has room for the m * n product, which `gemm_into` writes in full
+    // SAFETY: `dst` has room for the m * n product, which `blas::product` writes in full
     // (it does not read it), so the length can be set once it returns.
     unsafe {
-        gemm_into(dst.as_mut_ptr(), false, a, b);
+        blas::product(dst.as_mut_ptr(), false, a, b);
         dst.set_len(len);
     }
     dst
@@ -220,7 +210,7 @@ fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Resu
         let xb = xk.rows_from(start, r);
         let buf = &mut logits[..r * v];
         // SAFETY: `buf` holds r x v; xb and w are live views of the right shapes.
-        unsafe { gemm_into(buf.as_mut_ptr(), false, xb, w.t()) };
+        unsafe { blas::product(buf.as_mut_ptr(), false, xb, w.t()) };
         let rows = rows_per_task(v);
         buf.par_chunks_mut(rows * v)
             .zip(row_loss[start..start + r].par_chunks_mut(rows))
@@ -253,8 +243,8 @@ fn head_loss(x: Mat, w: Mat, targets: &[u32], grads: bool, block: usize) -> Resu
             };
             // SAFETY: dx_rows has room for r x c, dw for v x c; all views are live.
             unsafe {
-                gemm_into(dx_rows.as_mut_ptr(), false, g, w);
-                gemm_into(dw.as_mut_ptr(), start > 0, g.t(), xb);
+                blas::product(dx_rows.as_mut_ptr(), false, g, w);
+                blas::product(dw.as_mut_ptr(), start > 0, g.t(), xb);
             }
         }
     }
