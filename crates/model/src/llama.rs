@@ -43,6 +43,18 @@ fn no_probe(_: &str, _: &Tensor) -> Result<()> {
 impl Swiglu {
     /// h (N, C) -> (N, C); `rows` uses the row-at-a-time kernels of decoding.
     fn forward(&self, h: &Tensor, rows: bool, probe: MlpProbe) -> Result<Tensor> {
+        self.forward_add(None, h, rows, probe)
+    }
+
+    /// `residual + forward(h)` (or `forward(h)` without one); with a dense down
+    /// projection the sum is one fused op.
+    fn forward_add(
+        &self,
+        residual: Option<&Tensor>,
+        h: &Tensor,
+        rows: bool,
+        probe: MlpProbe,
+    ) -> Result<Tensor> {
         let f = |w: &Weight, x: &Tensor| {
             if rows {
                 w.forward_rows(x)
@@ -51,9 +63,16 @@ impl Swiglu {
             }
         };
         probe("mlp.gate_up", h)?;
-        let g = ops::swiglu(&f(&self.gate, h)?, &f(&self.up, h)?)?; // (N, F)
+        let g = match (&self.gate, &self.up) {
+            (Weight::Dense(wg), Weight::Dense(wu)) if !rows => ops::swiglu_linear(h, wg, wu)?,
+            _ => ops::swiglu(&f(&self.gate, h)?, &f(&self.up, h)?)?,
+        }; // (N, F)
         probe("mlp.down_proj", &g)?;
-        f(&self.down, &g)
+        match (residual, &self.down) {
+            (Some(x), Weight::Dense(w)) if !rows => Ok(ops::linear_residual(x, &g, w)?),
+            (Some(x), _) => Ok((x + f(&self.down, &g)?)?),
+            (None, _) => f(&self.down, &g),
+        }
     }
 }
 
@@ -75,6 +94,23 @@ fn softmax_rows(x: &Tensor) -> Result<Tensor> {
 }
 
 impl Mlp {
+    /// `x + forward(h)`: the residual stream after the MLP.
+    fn forward_add(
+        &self,
+        x: &Tensor,
+        h: &Tensor,
+        rows: bool,
+        probe: MlpProbe,
+    ) -> Result<(Tensor, Option<Tensor>)> {
+        match self {
+            Mlp::Dense(m) => Ok((m.forward_add(Some(x), h, rows, probe)?, None)),
+            Mlp::Experts { .. } => {
+                let (y, aux) = self.forward(h, rows, probe)?;
+                Ok(((x + y)?, aux))
+            }
+        }
+    }
+
     /// h (N, C) -> (N, C), and for a mixture the load-balancing loss of this call. A dense
     /// MLP shows `probe` its inputs (a mixture's experts are not probed).
     fn forward(&self, h: &Tensor, rows: bool, probe: MlpProbe) -> Result<(Tensor, Option<Tensor>)> {
@@ -337,25 +373,39 @@ impl Llama {
         for (i, l) in self.layers.iter().enumerate() {
             let h = ops::rms_norm(&x, &l.input_norm, eps)?;
             probe(i, "self_attn.qkv", &h)?;
-            let q = l.q_proj.forward(&h)?.reshape((b, t, hq, d))?;
-            let k = l.k_proj.forward(&h)?.reshape((b, t, hkv, d))?;
-            let v = l.v_proj.forward(&h)?.reshape((b, t, hkv, d))?;
-            let q = ops::rope(&q, &cos, &sin)?;
-            let k = ops::rope(&k, &cos, &sin)?;
+            let (q, k, v) = match (&l.q_proj, &l.k_proj, &l.v_proj) {
+                (Weight::Dense(wq), Weight::Dense(wk), Weight::Dense(wv)) => (
+                    ops::linear_heads(&h, wq, (b, t, hq, d), Some((&cos, &sin)))?,
+                    ops::linear_heads(&h, wk, (b, t, hkv, d), Some((&cos, &sin)))?,
+                    ops::linear_heads(&h, wv, (b, t, hkv, d), None)?,
+                ),
+                _ => {
+                    let q = l.q_proj.forward(&h)?.reshape((b, t, hq, d))?;
+                    let k = l.k_proj.forward(&h)?.reshape((b, t, hkv, d))?;
+                    let v = l.v_proj.forward(&h)?.reshape((b, t, hkv, d))?;
+                    (ops::rope(&q, &cos, &sin)?, ops::rope(&k, &cos, &sin)?, v)
+                }
+            };
             let (k, v) = match cache.as_deref_mut() {
                 Some(c) => c.append(i, &k, &v)?,
                 None => (k, v),
             };
             let a = ops::causal_attention(&q, &k, &v, scale)?; // (B, T, Hq, D)
-            let a = a.reshape((b * t, hq * d))?;
-            probe(i, "self_attn.o_proj", &a)?;
-            x = (x + l.o_proj.forward(&a)?)?;
+            let a2 = a.reshape((b * t, hq * d))?;
+            probe(i, "self_attn.o_proj", &a2)?;
+            x = match &l.o_proj {
+                // the heads go in as they are, without a reshape node in the graph
+                Weight::Dense(w) => ops::linear_residual(&x, &a, w)?,
+                o => (x + o.forward(&a2)?)?,
+            };
             let h = ops::rms_norm(&x, &l.post_norm, eps)?;
-            let (y, balance) = l.mlp.forward(&h, false, &mut |name, t| probe(i, name, t))?;
+            let (y, balance) = l
+                .mlp
+                .forward_add(&x, &h, false, &mut |name, t| probe(i, name, t))?;
             if let (Some(a), Some(b)) = (aux.as_deref_mut(), balance) {
                 a.push(b);
             }
-            x = (x + y)?;
+            x = y;
         }
         if let Some(c) = cache {
             c.advance(t);

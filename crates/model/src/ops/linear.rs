@@ -25,7 +25,7 @@ pub(super) fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 struct Linear;
 
 /// The view `layout` makes of `data`, a storage's whole buffer.
-fn view(data: &[f32], layout: &Layout, what: &str) -> Result<Mat> {
+pub(super) fn view(data: &[f32], layout: &Layout, what: &str) -> Result<Mat> {
     let &[rows, cols] = layout.dims() else {
         bail!("linear: {what} must be 2-D, got {:?}", layout.shape());
     };
@@ -49,7 +49,7 @@ fn view(data: &[f32], layout: &Layout, what: &str) -> Result<Mat> {
 }
 
 /// `a (m, k) . b (k, n)` into a new row-major (m, n) buffer.
-fn product(a: Mat, b: Mat) -> Vec<f32> {
+pub(super) fn product(a: Mat, b: Mat) -> Vec<f32> {
     let len = a.rows * b.cols;
     let mut dst = Vec::<f32>::with_capacity(len);
     // SAFETY: `dst` has room for the m * n product, which `blas::product` writes in full
@@ -109,6 +109,108 @@ impl CustomOp2 for Linear {
         let dx = tensor_product(grad, w, (n, i))?;
         let dw = tensor_product(&grad.t()?, x, (o, i))?;
         Ok((Some(dx), Some(dw)))
+    }
+}
+
+/// `res + a @ w^T`: res (N, C), a (N, K) or any contiguous shape of N rows of K (the
+/// attention's (B, T, H, D) heads), w (C, K) -> (N, C). The product is accumulated onto a
+/// copy of the residual stream, and the graph holds one node instead of a linear layer,
+/// a reshape and an add.
+pub(super) fn linear_residual(res: &Tensor, a: &Tensor, w: &Tensor) -> Result<Tensor> {
+    res.apply_op3(a, w, Residual)
+}
+
+struct Residual;
+
+/// `data` under `layout` as a matrix of `rows` rows: a 2-D view as it is, or a contiguous
+/// tensor of any rank read as rows of `len / rows`.
+fn rows_view(data: &[f32], layout: &Layout, rows: usize, what: &str) -> Result<Mat> {
+    if layout.dims().len() == 2 {
+        return view(data, layout, what);
+    }
+    let Some((start, end)) = layout.contiguous_offsets() else {
+        bail!(
+            "linear_residual: {what} {:?} is neither 2-D nor contiguous",
+            layout.shape()
+        );
+    };
+    let len = end - start;
+    if rows == 0 || len % rows != 0 {
+        bail!(
+            "linear_residual: {what} {:?} does not split into {rows} rows",
+            layout.shape()
+        );
+    }
+    let cols = len / rows;
+    Ok(Mat {
+        ptr: data[start..].as_ptr(),
+        rows,
+        cols,
+        rs: cols as isize,
+        cs: 1,
+    })
+}
+
+impl CustomOp3 for Residual {
+    fn name(&self) -> &'static str {
+        "fused-linear-residual"
+    }
+
+    fn cpu_fwd(
+        &self,
+        rs: &CpuStorage,
+        rl: &Layout,
+        as_: &CpuStorage,
+        al: &Layout,
+        ws: &CpuStorage,
+        wl: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let &[n, c] = rl.dims() else {
+            bail!(
+                "linear_residual: the residual must be 2-D, got {:?}",
+                rl.shape()
+            );
+        };
+        let a = rows_view(buffer(as_)?, al, n, "input")?;
+        let w = view(buffer(ws)?, wl, "weight")?;
+        if (w.rows, w.cols) != (c, a.cols) {
+            bail!(
+                "linear_residual: weight {:?} does not map {} features onto the residual's {c}",
+                wl.shape(),
+                a.cols
+            );
+        }
+        let mut out = contiguous::<f32>(rs, rl)?.into_owned();
+        // SAFETY: `out` holds the (N, C) residual, which the product adds to; the views'
+        // storages are borrowed for the call.
+        unsafe { blas::product(out.as_mut_ptr(), true, a, w.t()) };
+        Ok((CpuStorage::F32(out), rl.shape().clone()))
+    }
+
+    fn bwd(
+        &self,
+        _res: &Tensor,
+        a: &Tensor,
+        w: &Tensor,
+        _out: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (n, c) = grad.dims2()?;
+        let (gs, gl) = grad.storage_and_layout();
+        let (as_, al) = a.storage_and_layout();
+        let (ws, wl) = w.storage_and_layout();
+        let g = view(cpu_f32(&gs)?, gl, "gradient")?;
+        let am = rows_view(cpu_f32(&as_)?, al, n, "input")?;
+        let wm = view(cpu_f32(&ws)?, wl, "weight")?;
+        // da (N, K) = dy (N, C) . w (C, K); dw (C, K) = dy^T (C, N) . a (N, K)
+        let da = product(g, wm);
+        let dw = product(g.t(), am);
+        let k = am.cols;
+        Ok((
+            Some(grad.clone()),
+            Some(Tensor::from_vec(da, a.shape(), a.device())?),
+            Some(Tensor::from_vec(dw, (c, k), w.device())?),
+        ))
     }
 }
 

@@ -16,6 +16,7 @@ mod blas;
 mod cpu;
 mod cross_entropy;
 mod decode_linear;
+mod heads;
 mod linear;
 mod rms_norm;
 mod rope;
@@ -67,6 +68,47 @@ pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {
         return swiglu::swiglu(gate, up);
     }
     composite::swiglu(gate, up)
+}
+
+/// An attention input projection laid out in heads, optionally rotated:
+/// `rope(linear(x, w).reshape((B, T, H, D)), cos, sin)`, or without `rope` the reshaped
+/// projection alone. x (B * T, C), w (H * D, C), cos/sin (T, D/2) -> (B, T, H, D)
+pub fn linear_heads(
+    x: &Tensor,
+    w: &Tensor,
+    shape: (usize, usize, usize, usize),
+    rope: Option<(&Tensor, &Tensor)>,
+) -> Result<Tensor> {
+    let tables: Vec<&Tensor> = rope.iter().flat_map(|(c, s)| [*c, *s]).collect();
+    if fused_ok(&[x, w]) && fused_ok(&tables) && x.rank() == 2 && w.rank() == 2 {
+        return heads::linear_heads(x, w, shape, rope);
+    }
+    let y = linear(x, w)?.reshape(shape)?;
+    match rope {
+        Some((cos, sin)) => self::rope(&y, cos, sin),
+        None => Ok(y),
+    }
+}
+
+/// A linear layer added onto a residual stream: `res + linear(a, w)`, where `a` is
+/// (N, K) or a contiguous tensor of N rows of K (attention heads (B, T, H, D)).
+/// res (N, C), w (C, K) -> (N, C)
+pub fn linear_residual(res: &Tensor, a: &Tensor, w: &Tensor) -> Result<Tensor> {
+    let (n, _) = res.dims2()?;
+    if fused_ok(&[res, a, w]) && w.rank() == 2 && (a.rank() == 2 || a.is_contiguous()) {
+        return linear::linear_residual(res, a, w);
+    }
+    let k = a.elem_count().checked_div(n).unwrap_or(0);
+    res + linear(&a.reshape((n, k))?, w)?
+}
+
+/// The first half of a SwiGLU MLP: `swiglu(linear(x, w_gate), linear(x, w_up))`.
+/// x (N, C), w_gate/w_up (F, C) -> (N, F)
+pub fn swiglu_linear(x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<Tensor> {
+    if fused_ok(&[x, w_gate, w_up]) && x.rank() == 2 && w_gate.rank() == 2 && w_up.rank() == 2 {
+        return swiglu::swiglu_linear(x, w_gate, w_up);
+    }
+    swiglu(&linear(x, w_gate)?, &linear(x, w_up)?)
 }
 
 /// A linear layer without bias: `x @ w^T`, in Hugging Face's weight layout.

@@ -6,7 +6,7 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{attention, composite, cross_entropy, linear, rms_norm, rope, swiglu, IGNORE};
+use super::{attention, composite, cross_entropy, heads, linear, rms_norm, rope, swiglu, IGNORE};
 
 const TOL: f32 = 1e-4;
 
@@ -162,6 +162,128 @@ fn swiglu_matches_composite() -> Result<()> {
             false => composite::swiglu(&gate, &t[1]),
         }
     })
+}
+
+#[test]
+fn swiglu_linear_matches_composite() -> Result<()> {
+    let vars = [
+        var(40, &[33, 19], 1.0)?,
+        var(41, &[27, 19], 1.0)?,
+        var(42, &[27, 19], 1.0)?,
+    ];
+    compare("swiglu_linear", &vars, 3, |fused, t| match fused {
+        true => swiglu::swiglu_linear(&t[0], &t[1], &t[2]),
+        false => composite::swiglu(
+            &composite::linear(&t[0], &t[1])?,
+            &composite::linear(&t[0], &t[2])?,
+        ),
+    })?;
+    // a transposed input, narrowed weights, products big enough to split between threads
+    let vars = [
+        var(43, &[90, 130], 1.0)?,
+        var(44, &[110, 95], 1.0)?,
+        var(45, &[110, 95], 1.0)?,
+    ];
+    compare("swiglu_linear (strided)", &vars, 3, |fused, t| {
+        let x = t[0].t()?;
+        let (wg, wu) = (t[1].narrow(1, 2, 90)?, t[2].narrow(1, 5, 90)?);
+        match fused {
+            true => swiglu::swiglu_linear(&x, &wg, &wu),
+            false => composite::swiglu(&composite::linear(&x, &wg)?, &composite::linear(&x, &wu)?),
+        }
+    })?;
+    let x = rand_tensor(46, &[4, 5], 1.0)?;
+    let w = rand_tensor(47, &[3, 5], 1.0)?;
+    let err = swiglu::swiglu_linear(&x, &w, &rand_tensor(48, &[3, 6], 1.0)?)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("differ"), "{err}");
+    let err = swiglu::swiglu_linear(
+        &x,
+        &rand_tensor(49, &[3, 6], 1.0)?,
+        &rand_tensor(50, &[3, 6], 1.0)?,
+    )
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("5 features but the weights expect 6"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn linear_heads_match_composite() -> Result<()> {
+    // (B=2, T=5) rows, 3 heads of 6, rotated from position 2 (as a cache continues)
+    let (cos, sin) = rope_tables(5, 3, 2)?;
+    let vars = [var(52, &[10, 11], 1.0)?, var(53, &[18, 11], 1.0)?];
+    for rotate in [true, false] {
+        let rope = rotate.then_some((&cos, &sin));
+        compare("linear_heads", &vars, 2, |fused, t| {
+            let y = composite::linear(&t[0], &t[1])?.reshape((2, 5, 3, 6))?;
+            match (fused, rope) {
+                (true, _) => heads::linear_heads(&t[0], &t[1], (2, 5, 3, 6), rope),
+                (false, Some((c, s))) => composite::rope(&y, c, s),
+                (false, None) => Ok(y),
+            }
+        })?;
+    }
+    // a transposed input and a narrowed weight, big enough to split between threads
+    let (cos, sin) = rope_tables(40, 16, 0)?;
+    let vars = [var(54, &[70, 80], 1.0)?, var(55, &[64, 75], 1.0)?];
+    compare("linear_heads (strided)", &vars, 2, |fused, t| {
+        let (x, w) = (t[0].t()?, t[1].narrow(1, 4, 70)?);
+        match fused {
+            true => heads::linear_heads(&x, &w, (2, 40, 2, 32), Some((&cos, &sin))),
+            false => composite::rope(
+                &composite::linear(&x, &w)?.reshape((2, 40, 2, 32))?,
+                &cos,
+                &sin,
+            ),
+        }
+    })?;
+    let x = rand_tensor(56, &[10, 11], 1.0)?;
+    let w = rand_tensor(57, &[18, 11], 1.0)?;
+    let err = heads::linear_heads(&x, &w, (2, 5, 2, 6), None)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not make"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn linear_residual_matches_composite() -> Result<()> {
+    // heads (B=2, T=3, H=2, D=4) onto a residual stream of width 7
+    let vars = [
+        var(61, &[6, 7], 1.0)?,
+        var(62, &[2, 3, 2, 4], 1.0)?,
+        var(63, &[7, 8], 1.0)?,
+    ];
+    compare("linear_residual", &vars, 3, |fused, t| match fused {
+        true => linear::linear_residual(&t[0], &t[1], &t[2]),
+        false => &t[0] + composite::linear(&t[1].reshape((6, 8))?, &t[2])?,
+    })?;
+    // a transposed residual and input, a narrowed weight, big enough to split
+    let vars = [
+        var(64, &[90, 70], 1.0)?,
+        var(65, &[80, 70], 1.0)?,
+        var(66, &[90, 85], 1.0)?,
+    ];
+    compare("linear_residual (strided)", &vars, 3, |fused, t| {
+        let (r, a, w) = (t[0].t()?, t[1].t()?, t[2].narrow(1, 3, 80)?);
+        match fused {
+            true => linear::linear_residual(&r, &a, &w),
+            false => &r + composite::linear(&a, &w)?,
+        }
+    })?;
+    let r = rand_tensor(67, &[6, 7], 1.0)?;
+    let a = rand_tensor(68, &[6, 8], 1.0)?;
+    let err = linear::linear_residual(&r, &a, &rand_tensor(69, &[7, 9], 1.0)?)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not map 8 features"), "{err}");
+    let err = linear::linear_residual(&r, &rand_tensor(70, &[5, 3, 3], 1.0)?, &a.t()?)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("does not split into 6 rows"), "{err}");
+    Ok(())
 }
 
 #[test]
@@ -345,6 +467,16 @@ fn fused_ops_match_finite_differences() -> Result<()> {
     })?;
     let lx = rand_tensor(31, &[3, 7], 1.0)?;
     finite_difference("linear dw", &lw, |w| linear::linear(&lx, w))?;
+    let wu = rand_tensor(51, &[4, 7], 1.0)?;
+    finite_difference("swiglu_linear dx", &lx, |x| {
+        swiglu::swiglu_linear(x, &lw, &wu)
+    })?;
+    finite_difference("swiglu_linear dw_gate", &lw, |w| {
+        swiglu::swiglu_linear(&lx, w, &wu)
+    })?;
+    finite_difference("swiglu_linear dw_up", &wu, |w| {
+        swiglu::swiglu_linear(&lx, &lw, w)
+    })?;
     let ht = targets(5, 9, 3)?;
     let hw = rand_tensor(32, &[9, 7], 1.0)?;
     finite_difference(
@@ -359,5 +491,25 @@ fn fused_ops_match_finite_differences() -> Result<()> {
     let (cos, sin) = rope_tables(3, 2, 1)?;
     finite_difference("rope", &rand_tensor(28, &[1, 3, 2, 4], 1.0)?, |x| {
         rope::rope(x, &cos, &sin)
+    })?;
+    let hw = rand_tensor(58, &[8, 5], 1.0)?;
+    finite_difference("linear_heads dx", &rand_tensor(59, &[3, 5], 1.0)?, |x| {
+        heads::linear_heads(x, &hw, (1, 3, 2, 4), Some((&cos, &sin)))
+    })?;
+    let rr = rand_tensor(71, &[3, 4], 1.0)?;
+    let ra = rand_tensor(72, &[1, 3, 2, 3], 1.0)?;
+    let rw = rand_tensor(73, &[4, 6], 1.0)?;
+    finite_difference("linear_residual dres", &rr, |r| {
+        linear::linear_residual(r, &ra, &rw)
+    })?;
+    finite_difference("linear_residual da", &ra, |a| {
+        linear::linear_residual(&rr, a, &rw)
+    })?;
+    finite_difference("linear_residual dw", &rw, |w| {
+        linear::linear_residual(&rr, &ra, w)
+    })?;
+    let hx = rand_tensor(60, &[3, 5], 1.0)?;
+    finite_difference("linear_heads dw", &hw, |w| {
+        heads::linear_heads(&hx, w, (1, 3, 2, 4), Some((&cos, &sin)))
     })
 }
