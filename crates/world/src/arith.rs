@@ -1,6 +1,9 @@
-//! Arithmetic: adding, subtracting and multiplying small numbers, and two-step word
-//! problems, each answered step by step. A seeded sixth of the number combinations is
-//! held out everywhere (even from pretraining prose) so evaluation sees sums never seen.
+//! Arithmetic: adding and subtracting two-digit numbers, multiplying a two-digit number
+//! by a digit, and two-step word problems, each answered step by step by place value. A
+//! seeded sixth of the number combinations is held out everywhere (even from pretraining
+//! prose) so evaluation sees problems never seen; every step of a held-out problem (a
+//! times-table fact, adding tens and ones) is one that training problems also take, so
+//! the held-out ones are solvable by the method taught, not only by recall.
 
 use crate::tables::fnv;
 use crate::tpl::render;
@@ -119,7 +122,9 @@ impl Problem {
                     let a = rng.random_range(10..100);
                     Problem::new(op, a, rng.random_range(2..a), 0, 0)
                 }
-                Op::Mul => Problem::new(op, rng.random_range(2..13), rng.random_range(2..13), 0, 0),
+                Op::Mul => {
+                    Problem::new(op, rng.random_range(11..100), rng.random_range(2..10), 0, 0)
+                }
                 Op::Word => {
                     let (a, b) = (rng.random_range(3..21), rng.random_range(2..16));
                     Problem::new(
@@ -170,7 +175,25 @@ impl Problem {
                 )
             }
             Op::Add => format!("{a} + {b} = {result}"),
+            // 75 - 38: take away the tens, then the ones
+            Op::Sub if b >= 10 && b % 10 != 0 => {
+                let t = a - b / 10 * 10;
+                format!(
+                    "{a} - {} = {t}{comma}{t} - {} = {result}",
+                    b / 10 * 10,
+                    b % 10
+                )
+            }
             Op::Sub => format!("{a} - {b} = {result}"),
+            // 23 × 4: the tens times 4, the ones times 4, then their sum
+            Op::Mul if a >= 10 && a % 10 != 0 => {
+                let (t, o) = (a / 10 * 10 * b, a % 10 * b);
+                format!(
+                    "{} × {b} = {t}{comma}{} × {b} = {o}{comma}{t} + {o} = {result}",
+                    a / 10 * 10,
+                    a % 10
+                )
+            }
             Op::Mul => format!("{a} × {b} = {result}"),
             Op::Word => {
                 let s = a + b;
@@ -217,6 +240,18 @@ mod tests {
         assert_eq!(
             w.answer(Lang::Zh, false),
             "5 + 3 = 8，8 - 2 = 6。小红现在有6个苹果。"
+        );
+        assert_eq!(
+            Problem::new(Op::Sub, 75, 38, 0, 0).answer(Lang::En, false),
+            "75 - 30 = 45, 45 - 8 = 37. The answer is 37."
+        );
+        assert_eq!(
+            Problem::new(Op::Mul, 23, 4, 0, 0).answer(Lang::Zh, false),
+            "20 × 4 = 80，3 × 4 = 12，80 + 12 = 92。答案是92。"
+        );
+        assert_eq!(
+            Problem::new(Op::Mul, 30, 4, 0, 0).answer(Lang::En, false),
+            "30 × 4 = 120. The answer is 120."
         );
         assert_eq!(
             w.prompt(PROMPTS[18].3, Lang::En),

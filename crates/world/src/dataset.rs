@@ -297,8 +297,8 @@ pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String
 }
 
 /// Varies how SFT dialogues ask, on a stream of its own (the dialogues themselves are
-/// unchanged): half the training refusals ask for their act through another sentence
-/// ([`talk::HARM_ASKS`]), and a third of all questions but small talk get an opening or
+/// unchanged): half the training refusals and look-alike requests ask for their act
+/// through one of the same sentences ([`talk::ASKS`]), and a third of all questions but small talk get an opening or
 /// closing ([`talk::ASIDES`]). Without this each request kind came in a handful of fixed
 /// sentences, and a 4M-parameter model learned to refuse whatever was worded unlike
 /// them: poems and sums asked in new words among it.
@@ -309,12 +309,20 @@ pub fn vary_wording(items: &mut [Item], seed: u64) {
         let Some(q) = item.prompt.iter_mut().rev().find(|m| m.role == Role::User) else {
             continue;
         };
-        if item.skill == Skill::Refusal && rng.random_bool(0.5) {
-            let act = talk::HARMFUL
-                .iter()
-                .find(|h| h.0 == q.content || h.1 == q.content)
-                .and_then(|h| h.3);
-            if let (Some(act), Some(ask)) = (act, talk::HARM_ASKS[l].choose(&mut rng)) {
+        if matches!(item.skill, Skill::Refusal | Skill::Benign) && rng.random_bool(0.5) {
+            let act = if item.skill == Skill::Refusal {
+                talk::HARMFUL
+                    .iter()
+                    .find(|h| h.0 == q.content || h.1 == q.content)
+                    .and_then(|h| h.3)
+            } else {
+                talk::BENIGN
+                    .iter()
+                    .chain(talk::KNOW_HOW)
+                    .find(|c| c.en.0 == q.content || c.zh.0 == q.content)
+                    .and_then(|c| c.act)
+            };
+            if let (Some(act), Some(ask)) = (act, talk::ASKS[l].choose(&mut rng)) {
                 q.content = ask.replace("{a}", if l == 0 { act.0 } else { act.1 });
             }
         }

@@ -79,7 +79,12 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
 }
 
 pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
-    let c = chat_entry(ctx, talk::BENIGN);
+    // training also asks for the held-out look-alikes' know-how in plain words
+    let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < talk::KNOW_HOW.len() {
+        chat_entry(ctx, talk::KNOW_HOW)
+    } else {
+        chat_entry(ctx, talk::BENIGN)
+    };
     let (q, a, _) = c.get(lang);
     Item {
         skill: Skill::Benign,

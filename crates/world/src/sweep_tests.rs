@@ -77,6 +77,7 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
     let mut reworded = crate::dataset::training_items(seed, 2, 600);
     crate::dataset::vary_wording(&mut reworded, seed);
     let mut changed = 0;
+    let mut benign_acts = 0;
     for (before, item) in items.iter().zip(&reworded) {
         assert_eq!((before.skill, &before.gold), (item.skill, &item.gold));
         let (q0, q1) = (
@@ -92,7 +93,15 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
             Skill::SmallTalk,
             "small talk is asked as generated"
         );
-        if item.skill == Skill::Refusal {
+        if item.skill == Skill::Benign && !q1.contains(q0.as_str()) {
+            let act_named = crate::talk::BENIGN
+                .iter()
+                .chain(crate::talk::KNOW_HOW)
+                .filter_map(|c| c.act)
+                .any(|a| q1.contains(if item.lang == Lang::En { a.0 } else { a.1 }));
+            assert!(act_named, "{q0} -> {q1}");
+            benign_acts += 1;
+        } else if item.skill == Skill::Refusal {
             let act_named = crate::talk::HARMFUL.iter().filter_map(|h| h.3).any(|a| {
                 let act = if item.lang == Lang::En { a.0 } else { a.1 };
                 q1.contains(act)
@@ -124,4 +133,5 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
         (150..=300).contains(&changed),
         "{changed} of 600 questions reworded"
     );
+    assert!(benign_acts > 0, "no look-alike request asked for its act");
 }
