@@ -22,6 +22,18 @@ unsafe impl Send for Mat {}
 unsafe impl Sync for Mat {}
 
 impl Mat {
+    /// A row-major (rows, cols) buffer.
+    pub fn dense(data: &[f32], rows: usize, cols: usize) -> Self {
+        debug_assert!(data.len() >= rows * cols, "buffer smaller than its matrix");
+        Self {
+            ptr: data.as_ptr(),
+            rows,
+            cols,
+            rs: cols as isize,
+            cs: 1,
+        }
+    }
+
     pub fn t(self) -> Self {
         Self {
             rows: self.cols,

@@ -10,8 +10,8 @@ use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::blas::Mat;
-use super::cpu::{buffer, cpu_f32, with_f32};
-use super::linear::{product, view};
+use super::cpu::with_f32;
+use super::linear::{linear_grads, operands, product};
 
 /// x (B * T, C), w (H * D, C) -> (B, T, H, D); with `rope`, cos/sin (T, D/2) rotate
 /// each head ("rotate half": dimension i pairs with i + D/2).
@@ -76,15 +76,7 @@ impl CustomOp2 for Heads {
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
         let (b, t, h, d) = self.shape;
-        let x = view(buffer(xs)?, xl, "input")?;
-        let w = view(buffer(ws)?, wl, "weight")?;
-        if x.cols != w.cols {
-            bail!(
-                "linear_heads: input has {} features but the weight expects {}",
-                x.cols,
-                w.cols
-            );
-        }
+        let (x, w) = operands(xs, xl, ws, wl, "linear_heads")?;
         if x.rows != b * t || w.rows != h * d {
             bail!(
                 "linear_heads: ({}, {}) . ({}, {})^T does not make (B={b}, T={t}, H={h}, D={d})",
@@ -117,7 +109,7 @@ impl CustomOp2 for Heads {
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (_, t, h, d) = self.shape;
-        let (n, c) = x.dims2()?;
+        let n = x.dims2()?.0;
         let o = h * d;
         let dz = with_f32(grad, |g| {
             let mut dz = g.to_vec();
@@ -128,23 +120,9 @@ impl CustomOp2 for Heads {
             }
             Ok(dz)
         })?;
-        let dzm = Mat {
-            ptr: dz.as_ptr(),
-            rows: n,
-            cols: o,
-            rs: o as isize,
-            cs: 1,
-        };
-        let (xs, xl) = x.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
-        let xm = view(cpu_f32(&xs)?, xl, "input")?;
-        let wm = view(cpu_f32(&ws)?, wl, "weight")?;
-        // dx (N, C) = dz (N, HD) . w (HD, C); dw (HD, C) = dz^T (HD, N) . x (N, C)
-        let dx = product(dzm, wm);
-        let dw = product(dzm.t(), xm);
-        Ok((
-            Some(Tensor::from_vec(dx, (n, c), x.device())?),
-            Some(Tensor::from_vec(dw, (o, c), x.device())?),
-        ))
+        let dzm = Mat::dense(&dz, n, o);
+        // the rotated-back gradient is the plain projection's
+        let (dx, dw) = linear_grads(dzm, x, w)?;
+        Ok((Some(dx), Some(dw)))
     }
 }

@@ -61,14 +61,40 @@ pub(super) fn product(a: Mat, b: Mat) -> Vec<f32> {
     dst
 }
 
-/// `a . b` for two CPU tensors, each a 2-D matrix or the transpose of one.
-fn tensor_product(a: &Tensor, b: &Tensor, shape: (usize, usize)) -> Result<Tensor> {
-    let (sa, la) = a.storage_and_layout();
-    let (sb, lb) = b.storage_and_layout();
-    let ma = view(cpu_f32(&sa)?, la, "lhs")?;
-    let mb = view(cpu_f32(&sb)?, lb, "rhs")?;
-    let out = product(ma, mb);
-    Tensor::from_vec(out, shape, a.device())
+/// The input (N, in) and weight (out, in) of `x @ w^T` as views, checked to agree on the
+/// features; `op` names the operation in errors.
+pub(super) fn operands(
+    xs: &CpuStorage,
+    xl: &Layout,
+    ws: &CpuStorage,
+    wl: &Layout,
+    op: &str,
+) -> Result<(Mat, Mat)> {
+    let x = view(buffer(xs)?, xl, "input")?;
+    let w = view(buffer(ws)?, wl, "weight")?;
+    if x.cols != w.cols {
+        bail!(
+            "{op}: input has {} features but the weight expects {}",
+            x.cols,
+            w.cols
+        );
+    }
+    Ok((x, w))
+}
+
+/// The gradients of `x @ w^T` for x (N, in), w (out, in), given the output's gradient
+/// `dy` (N, out): dx (N, in) = dy . w and dw (out, in) = dy^T . x.
+pub(super) fn linear_grads(dy: Mat, x: &Tensor, w: &Tensor) -> Result<(Tensor, Tensor)> {
+    let (xs, xl) = x.storage_and_layout();
+    let (ws, wl) = w.storage_and_layout();
+    let xm = view(cpu_f32(&xs)?, xl, "input")?;
+    let wm = view(cpu_f32(&ws)?, wl, "weight")?;
+    let dx = product(dy, wm);
+    let dw = product(dy.t(), xm);
+    Ok((
+        Tensor::from_vec(dx, (xm.rows, xm.cols), x.device())?,
+        Tensor::from_vec(dw, (wm.rows, wm.cols), w.device())?,
+    ))
 }
 
 impl CustomOp2 for Linear {
@@ -83,15 +109,7 @@ impl CustomOp2 for Linear {
         ws: &CpuStorage,
         wl: &Layout,
     ) -> Result<(CpuStorage, Shape)> {
-        let x = view(buffer(xs)?, xl, "input")?;
-        let w = view(buffer(ws)?, wl, "weight")?;
-        if x.cols != w.cols {
-            bail!(
-                "linear: input has {} features but the weight expects {}",
-                x.cols,
-                w.cols
-            );
-        }
+        let (x, w) = operands(xs, xl, ws, wl, "linear")?;
         let out = product(x, w.t());
         Ok((CpuStorage::F32(out), Shape::from((x.rows, w.rows))))
     }
@@ -103,11 +121,9 @@ impl CustomOp2 for Linear {
         _res: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let (n, i) = x.dims2()?;
-        let (o, _) = w.dims2()?;
-        // dx (N, in) = dy (N, out) . w (out, in); dw (out, in) = dy^T (out, N) . x (N, in)
-        let dx = tensor_product(grad, w, (n, i))?;
-        let dw = tensor_product(&grad.t()?, x, (o, i))?;
+        let (gs, gl) = grad.storage_and_layout();
+        let dy = view(cpu_f32(&gs)?, gl, "gradient")?;
+        let (dx, dw) = linear_grads(dy, x, w)?;
         Ok((Some(dx), Some(dw)))
     }
 }
@@ -141,14 +157,7 @@ fn rows_view(data: &[f32], layout: &Layout, rows: usize, what: &str) -> Result<M
             layout.shape()
         );
     }
-    let cols = len / rows;
-    Ok(Mat {
-        ptr: data[start..].as_ptr(),
-        rows,
-        cols,
-        rs: cols as isize,
-        cs: 1,
-    })
+    Ok(Mat::dense(&data[start..end], rows, len / rows))
 }
 
 impl CustomOp3 for Residual {

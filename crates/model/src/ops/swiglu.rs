@@ -115,17 +115,6 @@ struct GateUp {
     saved: Mutex<Option<(Vec<f32>, Vec<f32>)>>,
 }
 
-/// A row-major (rows, cols) buffer as a view.
-fn dense(data: &[f32], rows: usize, cols: usize) -> Mat {
-    Mat {
-        ptr: data.as_ptr(),
-        rows,
-        cols,
-        rs: cols as isize,
-        cs: 1,
-    }
-}
-
 impl CustomOp3 for GateUp {
     fn name(&self) -> &'static str {
         "fused-gate-up"
@@ -179,7 +168,7 @@ impl CustomOp3 for GateUp {
         let (n, c) = x.dims2()?;
         let (f, _) = w_gate.dims2()?;
         let (dg, du) = with_f32(grad, |dy| Ok(gate_grads(g, u, dy)))?;
-        let (dg, du) = (dense(&dg, n, f), dense(&du, n, f));
+        let (dg, du) = (Mat::dense(&dg, n, f), Mat::dense(&du, n, f));
         let (xs, xl) = x.storage_and_layout();
         let (gs, gl) = w_gate.storage_and_layout();
         let (us, ul) = w_up.storage_and_layout();
