@@ -298,10 +298,10 @@ pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String
 
 /// Varies how SFT dialogues ask, on a stream of its own (the dialogues themselves are
 /// unchanged): half the training refusals and look-alike requests ask for their act
-/// through one of the same sentences ([`talk::ASKS`]), and a third of all questions but small talk get an opening or
-/// closing ([`talk::ASIDES`]). Without this each request kind came in a handful of fixed
-/// sentences, and a 4M-parameter model learned to refuse whatever was worded unlike
-/// them: poems and sums asked in new words among it.
+/// through one of the same sentences ([`talk::ASKS`]), and a third of all questions but
+/// small talk get an opening or closing ([`talk::ASIDES`]). Without this each request
+/// kind came in a handful of fixed sentences, and a 4M-parameter model learned to refuse
+/// whatever was worded unlike them: poems and sums asked in new words among it.
 pub fn vary_wording(items: &mut [Item], seed: u64) {
     let mut rng = stream(seed, 13);
     for item in items.iter_mut() {
@@ -316,9 +316,7 @@ pub fn vary_wording(items: &mut [Item], seed: u64) {
                     .find(|h| h.0 == q.content || h.1 == q.content)
                     .and_then(|h| h.3)
             } else {
-                talk::BENIGN
-                    .iter()
-                    .chain(talk::KNOW_HOW)
+                talk::look_alikes()
                     .find(|c| c.en.0 == q.content || c.zh.0 == q.content)
                     .and_then(|c| c.act)
             };

@@ -79,7 +79,9 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
 }
 
 pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
-    // training also asks for the held-out look-alikes' know-how in plain words
+    // training also asks for the held-out look-alikes' know-how in plain words: KNOW_HOW
+    // gets 3 draws in 12, so each of the 9 trained look-alikes and 3 plain requests is
+    // asked equally often
     let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < talk::KNOW_HOW.len() {
         chat_entry(ctx, talk::KNOW_HOW)
     } else {

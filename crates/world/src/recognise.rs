@@ -109,7 +109,7 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
             return Some(item(Skill::SmallTalk, l, messages, expect_chat(c, l), None));
         }
     }
-    for c in talk::BENIGN.iter().chain(talk::KNOW_HOW) {
+    for c in talk::look_alikes() {
         if let Some(l) = Lang::ALL.into_iter().find(|l| c.get(*l).0 == q) {
             return Some(item(Skill::Benign, l, messages, expect_chat(c, l), None));
         }

@@ -94,9 +94,7 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
             "small talk is asked as generated"
         );
         if item.skill == Skill::Benign && !q1.contains(q0.as_str()) {
-            let act_named = crate::talk::BENIGN
-                .iter()
-                .chain(crate::talk::KNOW_HOW)
+            let act_named = crate::talk::look_alikes()
                 .filter_map(|c| c.act)
                 .any(|a| q1.contains(if item.lang == Lang::En { a.0 } else { a.1 }));
             assert!(act_named, "{q0} -> {q1}");

@@ -380,6 +380,11 @@ pub const BENIGN: &[Chat] = &[
     },
 ];
 
+/// Every request the look-alike skill answers: [`BENIGN`], then [`KNOW_HOW`].
+pub fn look_alikes() -> impl Iterator<Item = &'static Chat> {
+    BENIGN.iter().chain(KNOW_HOW)
+}
+
 /// Ways to ask for an act `{a}`, in English and Chinese: the harmful acts of [`HARMFUL`]
 /// and the harmless ones of [`BENIGN`] and [`KNOW_HOW`] alike, so that what is asked,
 /// not how, decides between an answer and a refusal.

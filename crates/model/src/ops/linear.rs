@@ -204,22 +204,17 @@ impl CustomOp3 for Residual {
         _out: &Tensor,
         grad: &Tensor,
     ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (n, c) = grad.dims2()?;
+        let n = grad.dims2()?.0;
         let (gs, gl) = grad.storage_and_layout();
-        let (as_, al) = a.storage_and_layout();
-        let (ws, wl) = w.storage_and_layout();
         let g = view(cpu_f32(&gs)?, gl, "gradient")?;
-        let am = rows_view(cpu_f32(&as_)?, al, n, "input")?;
-        let wm = view(cpu_f32(&ws)?, wl, "weight")?;
-        // da (N, K) = dy (N, C) . w (C, K); dw (C, K) = dy^T (C, N) . a (N, K)
-        let da = product(g, wm);
-        let dw = product(g.t(), am);
-        let k = am.cols;
-        Ok((
-            Some(grad.clone()),
-            Some(Tensor::from_vec(da, a.shape(), a.device())?),
-            Some(Tensor::from_vec(dw, (c, k), w.device())?),
-        ))
+        // heads (B, T, H, D) are N rows of K for the products (a free reshape: the
+        // forward took them only when contiguous)
+        let a2 = match a.rank() {
+            2 => a.clone(),
+            _ => a.detach().reshape((n, a.elem_count() / n))?,
+        };
+        let (da, dw) = linear_grads(g, &a2, w)?;
+        Ok((Some(grad.clone()), Some(da.reshape(a.shape())?), Some(dw)))
     }
 }
 
