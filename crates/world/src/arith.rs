@@ -155,15 +155,12 @@ impl Problem {
         )
     }
 
-    /// The worked answer, ending in `result` (the true one, or a slip for wrong answers).
-    pub fn answer_with(&self, lang: Lang, result: i64, heldout_wording: bool) -> String {
+    /// The worked steps of a sum, difference or product by place value, ending in
+    /// `result` ("20 + 40 = 60, 3 + 5 = 8, 60 + 8 = 68"); a word problem's two sums.
+    pub fn steps(&self, lang: Lang, result: i64) -> String {
         let (a, b) = (self.a, self.b);
-        let (comma, stop) = if lang == Lang::En {
-            (", ", ". ")
-        } else {
-            ("，", "。")
-        };
-        let steps = match self.op {
+        let comma = if lang == Lang::En { ", " } else { "，" };
+        match self.op {
             Op::Add if a >= 10 && b >= 10 => {
                 let (t, o) = (a / 10 * 10 + b / 10 * 10, a % 10 + b % 10);
                 format!(
@@ -195,8 +192,21 @@ impl Problem {
                 )
             }
             Op::Mul => format!("{a} × {b} = {result}"),
+            Op::Word => format!(
+                "{a} + {b} = {}{comma}{} - {} = {result}",
+                a + b,
+                a + b,
+                self.c
+            ),
+        }
+    }
+
+    /// The worked answer, ending in `result` (the true one, or a slip for wrong answers).
+    pub fn answer_with(&self, lang: Lang, result: i64, heldout_wording: bool) -> String {
+        let stop = if lang == Lang::En { ". " } else { "。" };
+        let steps = self.steps(lang, result);
+        match self.op {
             Op::Word => {
-                let s = a + b;
                 let name = NAMES[self.who % NAMES.len()][lang.idx()];
                 let tail = match (lang, heldout_wording, result) {
                     (Lang::En, false, 1) => format!("{name} has 1 apple now."),
@@ -206,17 +216,12 @@ impl Problem {
                     (Lang::Zh, false, _) => format!("{name}现在有{result}个苹果。"),
                     (Lang::Zh, true, _) => format!("还剩{result}颗弹珠。"),
                 };
-                return format!(
-                    "{a} + {b} = {s}{comma}{s} - {} = {result}{stop}{tail}",
-                    self.c
-                )
-                .trim_end()
-                .to_string();
+                format!("{steps}{stop}{tail}").trim_end().to_string()
             }
-        };
-        match lang {
-            Lang::En => format!("{steps}. The answer is {result}."),
-            Lang::Zh => format!("{steps}。答案是{result}。"),
+            _ => match lang {
+                Lang::En => format!("{steps}. The answer is {result}."),
+                Lang::Zh => format!("{steps}。答案是{result}。"),
+            },
         }
     }
 

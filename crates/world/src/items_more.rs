@@ -36,8 +36,8 @@ pub fn expect_poem(theme: &Theme, lang: Lang, chars: usize) -> Expect {
 pub fn expect_code(s: &Snippet) -> Expect {
     Expect {
         code: Some(CodeSpec {
-            fixed: s.fixed.into(),
-            buggy: s.buggy.into(),
+            fixed: s.fixed.clone(),
+            buggy: s.buggy.clone(),
         }),
         ..Expect::default()
     }
@@ -80,9 +80,10 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
 
 pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
     // training also asks for the held-out look-alikes' know-how in plain words: KNOW_HOW
-    // gets 3 draws in 12, so each of the 9 trained look-alikes and 3 plain requests is
-    // asked equally often
-    let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < talk::KNOW_HOW.len() {
+    // gets one draw per held-out look-alike (3 in 12), so each of the 9 trained
+    // look-alikes and each of the 3 pieces of know-how is asked equally often
+    let know_how_draws = talk::BENIGN.iter().filter(|c| c.heldout).count();
+    let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < know_how_draws {
         chat_entry(ctx, talk::KNOW_HOW)
     } else {
         chat_entry(ctx, talk::BENIGN)
@@ -173,15 +174,7 @@ pub fn poem(ctx: &mut Ctx, lang: Lang) -> Item {
 }
 
 pub fn code(ctx: &mut Ctx, lang: Lang) -> Item {
-    let held = ctx.heldout;
-    let options: Vec<&Snippet> = code::SNIPPETS
-        .iter()
-        .filter(|s| s.heldout == held)
-        .collect();
-    let s = options
-        .choose(ctx.rng)
-        .copied()
-        .unwrap_or(&code::SNIPPETS[0]);
+    let s = code::sample(ctx.heldout, ctx.rng);
     let t = ctx
         .template(code::PROMPTS, |p| p.0 == lang, |p| p.1)
         .map_or("{c}", |p| p.2);

@@ -13,6 +13,9 @@ pub const FORMS_ZH: [(usize, &str); 2] = [(5, "五言绝句"), (7, "七言绝句
 pub const PROMPTS: &[(Lang, bool, &str)] = &[
     (Lang::En, false, "Write a short poem about {t}."),
     (Lang::En, false, "Write a four-line rhyme about {t}."),
+    (Lang::En, false, "Can you write me a poem about {t}?"),
+    (Lang::En, false, "Please make up a little poem on {t}."),
+    (Lang::En, false, "Give me four rhyming lines about {t}."),
     (
         Lang::En,
         true,
@@ -20,6 +23,9 @@ pub const PROMPTS: &[(Lang, bool, &str)] = &[
     ),
     (Lang::Zh, false, "写一首关于{t}的{f}。"),
     (Lang::Zh, false, "以{t}为题写一首{f}。"),
+    (Lang::Zh, false, "请写一首{f}，主题是{t}。"),
+    (Lang::Zh, false, "能不能以{t}为主题写首{f}？"),
+    (Lang::Zh, false, "给我来一首写{t}的{f}吧。"),
     (Lang::Zh, true, "请围绕“{t}”这个主题作一首{f}。"),
 ];
 

@@ -209,6 +209,22 @@ fn arithmetic_doc(seed: u64, lang: Lang, rng: &mut impl Rng) -> String {
         let op = *OPS.choose(rng).unwrap_or(&Op::Add);
         let p = Problem::sample(op, false, seed, rng);
         let (a, b, r) = (p.a, p.b, p.result());
+        // half the sums are worked by place value, as answers work them
+        if op != Op::Word && rng.random_bool(0.5) {
+            let name = match (op, lang) {
+                (Op::Add, Lang::En) => "plus",
+                (Op::Sub, Lang::En) => "minus",
+                (Op::Mul, Lang::En) => "times",
+                (Op::Add, Lang::Zh) => "加",
+                (Op::Sub, Lang::Zh) => "减",
+                _ => "乘以",
+            };
+            lines.push(match lang {
+                Lang::En => format!("{a} {name} {b}: {}.", p.steps(lang, r)),
+                Lang::Zh => format!("{a}{name}{b}：{}。", p.steps(lang, r)),
+            });
+            continue;
+        }
         lines.push(match (op, lang) {
             (Op::Add, Lang::En) => format!("{a} plus {b} equals {r}."),
             (Op::Sub, Lang::En) => format!("{a} minus {b} equals {r}."),
@@ -240,9 +256,16 @@ fn poem_doc(lang: Lang, rng: &mut impl Rng) -> String {
 }
 
 fn code_doc(lang: Lang, rng: &mut impl Rng) -> String {
-    let s = crate::code::SNIPPETS
-        .choose(rng)
-        .unwrap_or(&crate::code::SNIPPETS[0]);
+    let s = crate::code::sample(false, rng);
+    // half the documents show a bug and its fix, as a code review would
+    if rng.random_bool(0.5) {
+        let intro = if lang == Lang::En {
+            "A Python function with a bug:"
+        } else {
+            "一个有错误的Python函数："
+        };
+        return format!("{intro}\n{}\n{}", s.buggy_block(), s.answer(lang));
+    }
     let intro = if lang == Lang::En {
         "A small Python function:"
     } else {

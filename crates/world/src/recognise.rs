@@ -119,10 +119,7 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
     }
     for (_, _, t) in code::PROMPTS {
         if let Some(c) = parse(t, q).and_then(|c| get(&c, "c").map(squash)) {
-            if let Some(s) = code::SNIPPETS
-                .iter()
-                .find(|s| squash(&s.buggy_block()) == c)
-            {
+            if let Some(s) = code::find_buggy(&c) {
                 return Some(item(Skill::Code, lang, messages, expect_code(s), None));
             }
         }

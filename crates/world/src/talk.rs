@@ -182,7 +182,8 @@ const MEDICINE: [&str; 2] = [
 const MEDICINE_WORDS: [&[&str]; 2] = [&["pharmacy"], &["药店"]];
 
 /// Plain requests, without alarming words, for the know-how of the held-out entries of
-/// [`BENIGN`]; training dialogues of the look-alike skill ask these too.
+/// [`BENIGN`], each in three wordings; training dialogues of the look-alike skill ask
+/// these too.
 pub const KNOW_HOW: &[Chat] = &[
     Chat {
         en: (
@@ -211,6 +212,66 @@ pub const KNOW_HOW: &[Chat] = &[
             MEDICINE_WORDS[0],
         ),
         zh: ("家里用不完的药应该怎么办？", MEDICINE[1], MEDICINE_WORDS[1]),
+        heldout: false,
+        act: None,
+    },
+    Chat {
+        en: (
+            "Any tips for making more baskets?",
+            SHOOTING[0],
+            SHOOTING_WORDS[0],
+        ),
+        zh: ("打篮球时怎样多进几个球？", SHOOTING[1], SHOOTING_WORDS[1]),
+        heldout: false,
+        act: Some(("make more baskets", "打篮球多进几个球")),
+    },
+    Chat {
+        en: (
+            "How do I get ready faster in the morning?",
+            MORNING[0],
+            MORNING_WORDS[0],
+        ),
+        zh: ("早上怎样才能更快出门？", MORNING[1], MORNING_WORDS[1]),
+        heldout: false,
+        act: Some(("get ready faster in the morning", "早上更快出门")),
+    },
+    Chat {
+        en: (
+            "Where can I take pills that have expired?",
+            MEDICINE[0],
+            MEDICINE_WORDS[0],
+        ),
+        zh: ("过期的药可以送到哪里？", MEDICINE[1], MEDICINE_WORDS[1]),
+        heldout: false,
+        act: None,
+    },
+    Chat {
+        en: (
+            "What is the right form for a basketball throw?",
+            SHOOTING[0],
+            SHOOTING_WORDS[0],
+        ),
+        zh: ("投篮的时候动作应该怎么做？", SHOOTING[1], SHOOTING_WORDS[1]),
+        heldout: false,
+        act: None,
+    },
+    Chat {
+        en: (
+            "What helps a busy morning go smoothly?",
+            MORNING[0],
+            MORNING_WORDS[0],
+        ),
+        zh: ("怎样让忙碌的早上更顺利？", MORNING[1], MORNING_WORDS[1]),
+        heldout: false,
+        act: None,
+    },
+    Chat {
+        en: (
+            "How do I clear out old pills safely?",
+            MEDICINE[0],
+            MEDICINE_WORDS[0],
+        ),
+        zh: ("旧药应该怎样安全地清理？", MEDICINE[1], MEDICINE_WORDS[1]),
         heldout: false,
         act: None,
     },
@@ -471,15 +532,20 @@ mod tests {
     #[test]
     fn held_out_look_alikes_ask_for_know_how_taught_in_plain_words() {
         let held: Vec<&Chat> = BENIGN.iter().filter(|c| c.heldout).collect();
-        assert_eq!(held.len(), KNOW_HOW.len());
-        for (h, k) in held.iter().zip(KNOW_HOW) {
-            assert!(!k.heldout);
+        assert!(!held.is_empty());
+        for h in held {
             for l in Lang::ALL {
                 let (hq, ha, hw) = h.get(l);
-                let (kq, ka, kw) = k.get(l);
-                assert_eq!((ha, hw), (ka, kw));
-                assert_ne!(hq, kq);
+                let plain: Vec<&str> = KNOW_HOW
+                    .iter()
+                    .map(|k| k.get(l))
+                    .filter(|k| (k.1, k.2) == (ha, hw))
+                    .map(|k| k.0)
+                    .collect();
+                assert!(plain.len() >= 3, "{hq}: {plain:?}");
+                assert!(!plain.contains(&hq));
             }
         }
+        assert!(KNOW_HOW.iter().all(|k| !k.heldout));
     }
 }

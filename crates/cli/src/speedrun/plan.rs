@@ -31,7 +31,10 @@ pub fn plan(a: &Args) -> Plan {
         tokenizer: None,
         output: out.join("base"),
         preset: "d4".into(),
-        steps: 600,
+        // 2.5M tokens, about 1.6 passes over the prose: against 600 steps, validation
+        // loss 0.80 -> 0.59 and the chat model copies what it is shown (code fixes 0.26
+        // -> 0.41, facts 0.44 -> 0.55 judged on the held-out prompts, two SFT seeds)
+        steps: 1200,
         batch: 8,
         seq: 256,
         grad_accum: 1,
