@@ -3,7 +3,7 @@
 //! k worked question/answer examples from the world's training items, then the
 //! conversation as Q/A lines, ending in an open "A:".
 
-use ferrochat_text::Role;
+use ferrochat_text::{Message, Role};
 use ferrochat_world::{few_shot_examples, EvalItem};
 
 #[derive(Debug, Clone, PartialEq)]
@@ -28,17 +28,23 @@ pub fn few_shot_prompt(item: &EvalItem, style: &PromptStyle) -> String {
     };
     let zh = item.lang == ferrochat_world::Lang::Zh;
     let (q, a) = labels(zh);
-    let mut s = String::new();
-    for (question, answer) in few_shot_examples(k, item.lang, seed) {
-        s += &format!("{q}{}\n{a}{}\n\n", one_line(&question), one_line(&answer));
-    }
-    for m in &item.messages {
-        match m.role {
-            Role::System => s += &format!("({})\n", one_line(&m.content)),
-            Role::User => s += &format!("{q}{}\n", one_line(&m.content)),
-            Role::Assistant => s += &format!("{a}{}\n", one_line(&m.content)),
+    let lines = |messages: &[Message]| {
+        let mut s = String::new();
+        for m in messages {
+            match m.role {
+                Role::System => s += &format!("({})\n", one_line(&m.content)),
+                Role::User => s += &format!("{q}{}\n", one_line(&m.content)),
+                Role::Assistant => s += &format!("{a}{}\n", one_line(&m.content)),
+            }
         }
+        s
+    };
+    let mut s = String::new();
+    for example in few_shot_examples(k, item.skill, item.lang, seed) {
+        s += &lines(&example);
+        s += "\n";
     }
+    s += &lines(&item.messages);
     s += a.trim_end();
     s
 }

@@ -17,15 +17,25 @@ fn few_shot_prompt_ends_in_an_open_answer_and_has_k_examples() {
     let en = items.iter().find(|i| i.lang == Lang::En).unwrap();
     let p = few_shot_prompt(en, &PromptStyle::FewShot { k: 3, seed: 0 });
     assert!(p.ends_with("A:"), "{p}");
-    assert_eq!(
-        p.matches("\nA: ").count() + usize::from(p.starts_with("A: ")),
-        3 + en
-            .messages
+    // three examples, then the conversation, each a block of Q/A lines
+    let blocks: Vec<&str> = p.split("\n\n").collect();
+    assert_eq!(blocks.len(), 4, "{p}");
+    for b in &blocks[..3] {
+        assert!(b.contains("Q: ") && b.contains("\nA: "), "{b}");
+    }
+    // the examples are of the item's own skill
+    for skill in ferrochat_world::Skill::ALL {
+        let Some(it) = items.iter().find(|i| i.skill == skill) else {
+            continue;
+        };
+        let shots = ferrochat_world::few_shot_examples(3, skill, it.lang, 0);
+        let p = few_shot_prompt(it, &PromptStyle::FewShot { k: 3, seed: 0 });
+        let first_q = shots[0]
             .iter()
-            .filter(|m| m.role == ferrochat_text::Role::Assistant)
-            .count(),
-        "{p}"
-    );
+            .find(|m| m.role == ferrochat_text::Role::User);
+        let first_q = first_q.unwrap().content.replace('\n', " / ");
+        assert!(p.contains(first_q.trim()), "{skill:?}: {p}");
+    }
     let zh = items.iter().find(|i| i.lang == Lang::Zh).unwrap();
     let p = few_shot_prompt(zh, &PromptStyle::FewShot { k: 2, seed: 0 });
     assert!(p.ends_with("答："), "{p}");

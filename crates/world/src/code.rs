@@ -153,16 +153,39 @@ fn stable_hash(s: &str) -> u64 {
     })
 }
 
+/// Values for a template's slots, as `render` takes them.
+type Slots = Vec<(&'static str, &'static str)>;
+
+fn one(key: &'static str, pool: &[&'static str]) -> Vec<Slots> {
+    pool.iter().map(|v| vec![(key, *v)]).collect()
+}
+
+fn two(keys: [&'static str; 2], pool: &[(&'static str, &'static str)]) -> Vec<Slots> {
+    pool.iter()
+        .map(|(a, b)| vec![(keys[0], *a), (keys[1], *b)])
+        .collect()
+}
+
 /// Every way of filling the slots a kind's templates use, without name clashes.
-fn fillings(kind: &Kind) -> Vec<Vec<(&'static str, &'static str)>> {
+fn fillings(kind: &Kind) -> Vec<Slots> {
     let text = format!("{}{}{}", kind.body, kind.buggy, kind.fixed);
-    let uses = |slot: &str| text.contains(&format!("{{{slot}}}"));
-    let mut out: Vec<Vec<(&str, &str)>> = kind.names.iter().map(|f| vec![("f", *f)]).collect();
-    let expand = |out: Vec<Vec<(&'static str, &'static str)>>,
-                  add: &[Vec<(&'static str, &'static str)>]| {
-        out.into_iter()
+    let choices = [
+        ("a", two(["a", "b"], PAIRS)),
+        ("x", one("x", SINGLES)),
+        ("xs", one("xs", LISTS)),
+        ("acc", one("acc", ACCS)),
+        ("v", one("v", LOOP_VARS)),
+        ("w", two(["w", "t"], WORDS)),
+    ];
+    let mut out: Vec<Slots> = kind.names.iter().map(|f| vec![("f", *f)]).collect();
+    for (slot, options) in &choices {
+        if !text.contains(&format!("{{{slot}}}")) {
+            continue;
+        }
+        out = out
+            .into_iter()
             .flat_map(|base| {
-                add.iter().filter_map(move |extra| {
+                options.iter().filter_map(move |extra| {
                     let taken = |v: &str| base.iter().any(|(k, u)| *k != "f" && *u == v);
                     if extra.iter().any(|(_, v)| taken(v)) {
                         return None;
@@ -172,52 +195,7 @@ fn fillings(kind: &Kind) -> Vec<Vec<(&'static str, &'static str)>> {
                     Some(b)
                 })
             })
-            .collect::<Vec<_>>()
-    };
-    if uses("a") {
-        out = expand(
-            out,
-            &PAIRS
-                .iter()
-                .map(|(a, b)| vec![("a", *a), ("b", *b)])
-                .collect::<Vec<_>>(),
-        );
-    }
-    if uses("x") {
-        out = expand(
-            out,
-            &SINGLES.iter().map(|x| vec![("x", *x)]).collect::<Vec<_>>(),
-        );
-    }
-    if uses("xs") {
-        out = expand(
-            out,
-            &LISTS.iter().map(|x| vec![("xs", *x)]).collect::<Vec<_>>(),
-        );
-    }
-    if uses("acc") {
-        out = expand(
-            out,
-            &ACCS.iter().map(|x| vec![("acc", *x)]).collect::<Vec<_>>(),
-        );
-    }
-    if uses("v") {
-        out = expand(
-            out,
-            &LOOP_VARS
-                .iter()
-                .map(|x| vec![("v", *x)])
-                .collect::<Vec<_>>(),
-        );
-    }
-    if uses("w") {
-        out = expand(
-            out,
-            &WORDS
-                .iter()
-                .map(|(w, t)| vec![("w", *w), ("t", *t)])
-                .collect::<Vec<_>>(),
-        );
+            .collect();
     }
     out
 }

@@ -267,10 +267,13 @@ pub fn heldout(seed: u64, per_skill: usize) -> Vec<EvalItem> {
 
 /// `(question, answer)` pairs from training facts, for prompting a base model the GPT-3
 /// way before it has learned to chat.
-pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String)> {
+pub fn few_shot_examples(k: usize, skill: Skill, lang: Lang, seed: u64) -> Vec<Vec<Message>> {
     let held = heldout_entities(seed);
-    let mut rng = stream(seed, 9);
-    let mut out: Vec<(String, String)> = Vec::with_capacity(k);
+    let mut rng = stream(
+        seed,
+        9 ^ ((skill as u64) << 8) ^ ((lang.idx() as u64) << 16),
+    );
+    let mut out: Vec<Vec<Message>> = Vec::with_capacity(k);
     let mut tries = 0;
     while out.len() < k && tries < k * 20 + 20 {
         tries += 1;
@@ -280,17 +283,9 @@ pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String
             heldout: false,
             held: &held,
         };
-        let skill = *[Skill::Fact, Skill::Fact, Skill::Arithmetic]
-            .choose(ctx.rng)
-            .unwrap_or(&Skill::Fact);
         let item = build(skill, &mut ctx, lang);
-        let q = item
-            .prompt
-            .last()
-            .map(|m| m.content.clone())
-            .unwrap_or_default();
-        if !out.iter().any(|(x, _)| *x == q) {
-            out.push((q, item.gold));
+        if !out.iter().any(|x| x[..x.len() - 1] == item.prompt[..]) {
+            out.push(dialogue(&item).messages);
         }
     }
     out

@@ -39,6 +39,7 @@ pub use judge::{judge, judge_item};
 pub use recognise::recognise;
 pub use types::{CodeSpec, EvalItem, Expect, Lang, PoemSpec, Skill, SkillScore, Tone, Verdict};
 
+use ferrochat_text::Message;
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -140,9 +141,11 @@ pub fn heldout(cfg: &WorldConfig) -> Vec<EvalItem> {
     dataset::heldout(cfg.seed, cfg.heldout_per_skill)
 }
 
-/// `k` (question, answer) pairs from training items, for few-shot prompting a base model.
-pub fn few_shot_examples(k: usize, lang: Lang, seed: u64) -> Vec<(String, String)> {
-    dataset::few_shot_examples(k, lang, seed)
+/// `k` worked examples of `skill` in `lang` from training items (each a conversation
+/// ending in the gold answer), for few-shot prompting a base model the way GPT-3 was
+/// evaluated: examples of the task at hand.
+pub fn few_shot_examples(k: usize, skill: Skill, lang: Lang, seed: u64) -> Vec<Vec<Message>> {
+    dataset::few_shot_examples(k, skill, lang, seed)
 }
 
 fn write(path: PathBuf, text: &str) -> Result<(), WorldError> {

@@ -220,8 +220,11 @@ fn arithmetic_doc(seed: u64, lang: Lang, rng: &mut impl Rng) -> String {
                 _ => "乘以",
             };
             lines.push(match lang {
-                Lang::En => format!("{a} {name} {b}: {}.", p.steps(lang, r)),
-                Lang::Zh => format!("{a}{name}{b}：{}。", p.steps(lang, r)),
+                Lang::En => format!(
+                    "{a} {name} {b} equals {r}. Step by step, {}.",
+                    p.steps(lang, r)
+                ),
+                Lang::Zh => format!("{a}{name}{b}等于{r}。分步算，{}。", p.steps(lang, r)),
             });
             continue;
         }

@@ -170,7 +170,15 @@ fn heldout_items_judge_their_own_expectations() {
         let back: ferrochat_world::EvalItem = serde_json::from_str(&line).unwrap();
         assert_eq!(&back, it);
     }
-    let shots = ferrochat_world::few_shot_examples(5, ferrochat_world::Lang::Zh, 1);
-    assert_eq!(shots.len(), 5);
-    assert!(shots.iter().all(|(q, a)| !q.is_empty() && !a.is_empty()));
+    for skill in ferrochat_world::Skill::ALL {
+        let shots = ferrochat_world::few_shot_examples(5, skill, ferrochat_world::Lang::Zh, 1);
+        assert_eq!(shots.len(), 5, "{skill:?}");
+        for shot in &shots {
+            let last = shot.last().unwrap();
+            assert_eq!(last.role, ferrochat_text::Role::Assistant);
+            assert!(shot.iter().all(|m| !m.content.is_empty()), "{shot:?}");
+            let item = ferrochat_world::recognise(&shot[..shot.len() - 1]);
+            assert_eq!(item.map(|i| i.skill), Some(skill), "{shot:?}");
+        }
+    }
 }
