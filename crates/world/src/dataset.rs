@@ -265,8 +265,8 @@ pub fn heldout(seed: u64, per_skill: usize) -> Vec<EvalItem> {
     out
 }
 
-/// `(question, answer)` pairs from training facts, for prompting a base model the GPT-3
-/// way before it has learned to chat.
+/// `k` distinct training conversations of `skill`, each ending in its gold answer, for
+/// prompting a base model the GPT-3 way before it has learned to chat.
 pub fn few_shot_examples(k: usize, skill: Skill, lang: Lang, seed: u64) -> Vec<Vec<Message>> {
     let held = heldout_entities(seed);
     let mut rng = stream(

@@ -209,34 +209,30 @@ fn arithmetic_doc(seed: u64, lang: Lang, rng: &mut impl Rng) -> String {
         let op = *OPS.choose(rng).unwrap_or(&Op::Add);
         let p = Problem::sample(op, false, seed, rng);
         let (a, b, r) = (p.a, p.b, p.result());
-        // half the sums are worked by place value, as answers work them
-        if op != Op::Word && rng.random_bool(0.5) {
-            let name = match (op, lang) {
-                (Op::Add, Lang::En) => "plus",
-                (Op::Sub, Lang::En) => "minus",
-                (Op::Mul, Lang::En) => "times",
-                (Op::Add, Lang::Zh) => "加",
-                (Op::Sub, Lang::Zh) => "减",
-                _ => "乘以",
+        let name = match (op, lang) {
+            (Op::Word, _) => {
+                lines.push(p.answer(lang, false));
+                continue;
+            }
+            (Op::Add, Lang::En) => "plus",
+            (Op::Sub, Lang::En) => "minus",
+            (Op::Mul, Lang::En) => "times",
+            (Op::Add, Lang::Zh) => "加",
+            (Op::Sub, Lang::Zh) => "减",
+            (Op::Mul, Lang::Zh) => "乘以",
+        };
+        let mut line = match lang {
+            Lang::En => format!("{a} {name} {b} equals {r}."),
+            Lang::Zh => format!("{a}{name}{b}等于{r}。"),
+        };
+        // half the sums are then worked by place value, as answers work them
+        if rng.random_bool(0.5) {
+            line += &match lang {
+                Lang::En => format!(" Step by step, {}.", p.steps(lang, r)),
+                Lang::Zh => format!("分步算，{}。", p.steps(lang, r)),
             };
-            lines.push(match lang {
-                Lang::En => format!(
-                    "{a} {name} {b} equals {r}. Step by step, {}.",
-                    p.steps(lang, r)
-                ),
-                Lang::Zh => format!("{a}{name}{b}等于{r}。分步算，{}。", p.steps(lang, r)),
-            });
-            continue;
         }
-        lines.push(match (op, lang) {
-            (Op::Add, Lang::En) => format!("{a} plus {b} equals {r}."),
-            (Op::Sub, Lang::En) => format!("{a} minus {b} equals {r}."),
-            (Op::Mul, Lang::En) => format!("{a} times {b} equals {r}."),
-            (Op::Add, Lang::Zh) => format!("{a}加{b}等于{r}。"),
-            (Op::Sub, Lang::Zh) => format!("{a}减{b}等于{r}。"),
-            (Op::Mul, Lang::Zh) => format!("{a}乘以{b}等于{r}。"),
-            (Op::Word, _) => p.answer(lang, false),
-        });
+        lines.push(line);
     }
     lines.join(if lang == Lang::En { " " } else { "" })
 }

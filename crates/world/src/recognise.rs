@@ -3,7 +3,7 @@
 //! re-typed by a person in the chat window) without the record it came from.
 
 use crate::arith::{self, Op, Problem, NAMES};
-use crate::code::{self, squash};
+use crate::code;
 use crate::items::{expect_fact, expect_premise, expect_unknown};
 use crate::items_more::{expect_arith, expect_chat, expect_code, expect_poem, expect_refusal};
 use crate::items_tone::{TONE_PROMPTS, TONE_SYSTEM};
@@ -118,10 +118,8 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
         return Some(item(Skill::Refusal, lang, messages, expect_refusal(), None));
     }
     for (_, _, t) in code::PROMPTS {
-        if let Some(c) = parse(t, q).and_then(|c| get(&c, "c").map(squash)) {
-            if let Some(s) = code::find_buggy(&c) {
-                return Some(item(Skill::Code, lang, messages, expect_code(s), None));
-            }
+        if let Some(s) = parse(t, q).and_then(|c| get(&c, "c").and_then(code::find_buggy)) {
+            return Some(item(Skill::Code, lang, messages, expect_code(s), None));
         }
     }
     for (l, _, t) in crate::poem::PROMPTS {
