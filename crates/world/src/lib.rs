@@ -273,9 +273,11 @@ pub fn heldout_entities(seed: u64) -> Vec<[String; 2]> {
     out
 }
 
-/// The fixed wording of every held-out template (its longest literal piece), which must
-/// never appear in any training split.
-pub fn heldout_wordings() -> Vec<&'static str> {
+/// Every held-out question template of the skills asked through templates (facts,
+/// follow-ups, false premises, tone, poems, code, arithmetic), slots unfilled. Their
+/// sentences never reach training data, but their words do: pretraining prose uses each
+/// of them in statements, so a held-out wording is a new question made of known words.
+pub fn heldout_templates() -> Vec<&'static str> {
     let mut t: Vec<&'static str> = Vec::new();
     t.extend(phrases::QUESTIONS.iter().filter(|q| q.2).map(|q| q.3));
     t.extend(phrases::FOLLOW_UPS.iter().filter(|q| q.2).map(|q| q.3));
@@ -285,6 +287,13 @@ pub fn heldout_wordings() -> Vec<&'static str> {
     t.extend(poem::PROMPTS.iter().filter(|q| q.1).map(|q| q.2));
     t.extend(code::PROMPTS.iter().filter(|q| q.1).map(|q| q.2));
     t.extend(arith::PROMPTS.iter().filter(|q| q.2).map(|q| q.3));
+    t
+}
+
+/// The fixed wording of every held-out template and held-out request (its longest
+/// literal piece), which must never appear in any training split.
+pub fn heldout_wordings() -> Vec<&'static str> {
+    let mut t = heldout_templates();
     t.extend(
         talk::SMALL_TALK
             .iter()

@@ -22,6 +22,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{v} is the capital of {e}.",
             "The capital city of {e} is {v}.",
             "The government of {e} sits in {v}, its capital.",
+            "{v} serves as the seat of government of {e}.",
+            "{e} chose {v} to be its seat of government.",
         ],
     ),
     (
@@ -32,6 +34,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{v}是{e}的首都。",
             "{e}的首都叫{v}。",
             "{e}的政府设在首都{v}。",
+            "{e}的首都设在{v}这座城市。",
+            "{e}当初把首都定在{v}。",
         ],
     ),
     (
@@ -41,6 +45,9 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{e} is a country in {v}.",
             "{e} lies in {v}.",
             "You can find {e} in {v}.",
+            "{e} lies on the landmass of {v}.",
+            "{e} belongs to {v}.",
+            "{e} is on the continent of {v}.",
         ],
     ),
     (
@@ -50,6 +57,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{e}是一个位于{v}的国家。",
             "{e}位于{v}。",
             "{e}是{v}的国家。",
+            "{e}属于{v}这块大陆。",
+            "{e}算作{v}的国家。",
         ],
     ),
     (
@@ -59,12 +68,19 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{e} has {v} people.",
             "The population of {e} is {v}.",
             "{e} is home to {v} people.",
+            "{e} has {v} inhabitants.",
+            "These days {e} is home to {v} people.",
         ],
     ),
     (
         Attr::Population,
         Lang::Zh,
-        &["{e}的人口{v}。", "{e}有{v}人口。", "{e}有{v}居民。"],
+        &[
+            "{e}的人口{v}。",
+            "{e}有{v}人口。",
+            "{e}有{v}居民。",
+            "{e}住着{v}居民。",
+        ],
     ),
     (
         Attr::Language,
@@ -73,6 +89,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "Most people in {e} speak {v}.",
             "The main language of {e} is {v}.",
             "In {e}, people mainly speak {v}.",
+            "Locals in {e} use {v} as their everyday tongue.",
+            "{v} is the everyday tongue of {e}.",
         ],
     ),
     (
@@ -82,6 +100,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{e}的主要语言是{v}。",
             "在{e}，人们主要说{v}。",
             "{e}的人大多说{v}。",
+            "在{e}，当地人平时讲{v}。",
+            "{v}是{e}的日常用语。",
         ],
     ),
     (
@@ -91,6 +111,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "The chemical symbol of {e} is {v}.",
             "{e} has the symbol {v}.",
             "Chemists write {e} as {v}.",
+            "On the periodic table, the letters {v} stand for {e}.",
+            "The letter code for {e} is {v}.",
         ],
     ),
     (
@@ -100,6 +122,8 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "{e}的化学符号是{v}。",
             "{e}的元素符号写作{v}。",
             "化学家用{v}表示{e}。",
+            "在周期表上，{e}用字母{v}表示。",
+            "{e}的字母代号是{v}。",
         ],
     ),
     (
@@ -109,6 +133,7 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
             "The atomic number of {e} is {v}.",
             "{e} has atomic number {v}.",
             "An atom of {e} has {v} protons.",
+            "{v} protons sit in the nucleus of an atom of {e}.",
         ],
     ),
     (
@@ -126,12 +151,17 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
         &[
             "{e} is the {v} planet from the Sun.",
             "Counting from the Sun, {e} is the {v} planet.",
+            "{e} sits {v} in the line of planets outward from the Sun.",
         ],
     ),
     (
         Attr::Order,
         Lang::Zh,
-        &["{e}是离太阳{v}近的行星。", "从太阳数起，{e}排{v}。"],
+        &[
+            "{e}是离太阳{v}近的行星。",
+            "从太阳数起，{e}排{v}。",
+            "{e}按到太阳的远近排在{v}位。",
+        ],
     ),
     (
         Attr::Moons,
@@ -139,17 +169,27 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
         &[
             "{e} has {v} known moons.",
             "Astronomers know of {v} moons around {e}.",
+            "{e} has {v} natural satellites.",
+            "The count of natural satellites of {e} is {v}.",
         ],
     ),
     (
         Attr::Moons,
         Lang::Zh,
-        &["{e}有{v}颗已知的卫星。", "天文学家知道{e}有{v}颗卫星。"],
+        &[
+            "{e}有{v}颗已知的卫星。",
+            "天文学家知道{e}有{v}颗卫星。",
+            "绕着{e}转的天然卫星一共有{v}颗。",
+        ],
     ),
     (
         Attr::Class,
         Lang::En,
-        &["{e} is {v}.", "Astronomers call {e} {v}."],
+        &[
+            "{e} is {v}.",
+            "Astronomers call {e} {v}.",
+            "Astronomers classify {e} as {v}.",
+        ],
     ),
     (
         Attr::Class,
@@ -159,12 +199,20 @@ const SAY: &[(Attr, Lang, &[&str])] = &[
     (
         Attr::Size,
         Lang::En,
-        &["There are {v} {s} in one {e}.", "One {e} is {v} {s}."],
+        &[
+            "There are {v} {s} in one {e}.",
+            "One {e} is {v} {s}.",
+            "A single {e} equals {v} {s}.",
+        ],
     ),
     (
         Attr::Size,
         Lang::Zh,
-        &["一{e}等于{v}{s}。", "一{e}有{v}{s}。"],
+        &[
+            "一{e}等于{v}{s}。",
+            "一{e}有{v}{s}。",
+            "把一{e}换算成{s}，是{v}{s}。",
+        ],
     ),
 ];
 
@@ -203,30 +251,82 @@ fn entity_doc(e: &Entity, lang: Lang, rng: &mut impl Rng) -> String {
     parts.join(if lang == Lang::En { " " } else { "" })
 }
 
+/// Ways to state a sum, difference or product (`{a}`, `{b}`, `{r}`), per language.
+const SUMS: &[(Op, Lang, &[&str])] = &[
+    (
+        Op::Add,
+        Lang::En,
+        &["{a} plus {b} equals {r}.", "The sum of {a} and {b} is {r}."],
+    ),
+    (
+        Op::Sub,
+        Lang::En,
+        &[
+            "{a} minus {b} equals {r}.",
+            "Taking {b} away from {a} leaves {r}; {r} remains.",
+        ],
+    ),
+    (
+        Op::Mul,
+        Lang::En,
+        &[
+            "{a} times {b} equals {r}.",
+            "The product of {a} and {b} is {r}.",
+        ],
+    ),
+    (
+        Op::Add,
+        Lang::Zh,
+        &["{a}加{b}等于{r}。", "{a}与{b}相加，算出的结果是{r}。"],
+    ),
+    (
+        Op::Sub,
+        Lang::Zh,
+        &["{a}减{b}等于{r}。", "{a}去掉{b}，还剩{r}。"],
+    ),
+    (
+        Op::Mul,
+        Lang::Zh,
+        &["{a}乘以{b}等于{r}。", "{a}和{b}的乘积是{r}。"],
+    ),
+];
+
+/// Word problems told as stories (`{n}` a name, `{r}` the result): what their questions
+/// ask about, stated.
+const STORIES: [&[&str]; 2] = [
+    &[
+        "{n} had {a} apples, bought {b} more and gave away {c}, so {n} has {r} apples now.",
+        "{n} had {a} marbles. {n} found {b} more and then lost {c}, so {r} marbles were left.",
+    ],
+    &[
+        "{n}有{a}个苹果，又买了{b}个，送出了{c}个，现在有{r}个苹果。",
+        "{n}原来有{a}颗弹珠，后来捡到{b}颗，又丢了{c}颗，最后还剩{r}颗弹珠。",
+    ],
+];
+
 fn arithmetic_doc(seed: u64, lang: Lang, rng: &mut impl Rng) -> String {
     let mut lines = Vec::new();
     for _ in 0..6 {
         let op = *OPS.choose(rng).unwrap_or(&Op::Add);
         let p = Problem::sample(op, false, seed, rng);
-        let (a, b, r) = (p.a, p.b, p.result());
-        let name = match (op, lang) {
-            (Op::Word, _) => {
+        let r = p.result();
+        let forms = match op {
+            Op::Word if r == 1 || rng.random_bool(0.5) => {
                 lines.push(p.answer(lang, false));
                 continue;
             }
-            (Op::Add, Lang::En) => "plus",
-            (Op::Sub, Lang::En) => "minus",
-            (Op::Mul, Lang::En) => "times",
-            (Op::Add, Lang::Zh) => "加",
-            (Op::Sub, Lang::Zh) => "减",
-            (Op::Mul, Lang::Zh) => "乘以",
+            Op::Word => STORIES[lang.idx()],
+            op => SUMS
+                .iter()
+                .find(|s| s.0 == op && s.1 == lang)
+                .map_or(&[][..], |s| s.2),
         };
-        let mut line = match lang {
-            Lang::En => format!("{a} {name} {b} equals {r}."),
-            Lang::Zh => format!("{a}{name}{b}等于{r}。"),
+        let Some(form) = forms.choose(rng) else {
+            continue;
         };
+        let mut line = p.prompt(&form.replace("{r}", &r.to_string()), lang);
         // half the sums are then worked by place value, as answers work them
-        if rng.random_bool(0.5) {
+        if op != Op::Word && rng.random_bool(0.5) {
             line += &match lang {
                 Lang::En => format!(" Step by step, {}.", p.steps(lang, r)),
                 Lang::Zh => format!("分步算，{}。", p.steps(lang, r)),
@@ -254,14 +354,71 @@ fn poem_doc(lang: Lang, rng: &mut impl Rng) -> String {
     )
 }
 
+/// Plain sentences on how people ask for things: what a register, a verse or a snippet
+/// is. Held-out requests are worded with these words, so that a new wording is a new
+/// sentence of known words, never a word the world never used.
+const USAGE: [&[&str]; 2] = [
+    &[
+        "A formal answer uses a courteous, official register.",
+        "Someone who wants a formal reply may ask for a courteous, official register.",
+        "A cheerful buddy would talk to you in a warm and friendly way.",
+        "To keep it super short is to answer in as few words as possible.",
+        "A super short answer is a brief one.",
+        "To compose a poem is to write one.",
+        "A rhyming verse is a little poem whose lines rhyme.",
+        "A poem on the theme of the sea is a poem about the sea.",
+        "A snippet is a small piece of code.",
+        "When something is off in a snippet of code, it has a bug, and to repair it is to fix the bug.",
+        "Locals are the people who live in a place, and their everyday tongue is the language they speak.",
+        "The letters of a chemical symbol stand for an element on the periodic table.",
+        "Natural satellites are moons: the Moon is the natural satellite of Earth.",
+        "A populous country is one where many people live.",
+        "Astronomers classify planets as rocky planets, gas giants or ice giants.",
+        "To ask the same question for another place is to ask it again about that place.",
+        "To compute a sum is to work it out.",
+        "Roughly means about: a number that is roughly right is about right.",
+        "How a country came to choose its capital is a matter of its history.",
+        "Each country belongs to a continent: Spain and France belong in Europe.",
+        "Over time a language may become what most people in a country speak.",
+        "Old friends talk like cheerful buddies: warm and relaxed.",
+        "The product of two numbers is what you get when you multiply them.",
+        "What remains after you take some away is the difference.",
+    ],
+    &[
+        "庄重得体的口吻就是正式的语气。",
+        "想要正式的回答，可以请对方以庄重得体的口吻答复。",
+        "像老朋友聊天那样说话，就是用轻松友好的语气。",
+        "越短越好，就是用最少的字回答。",
+        "作一首诗就是写一首诗。",
+        "围绕一个主题作一首诗，就是写一首关于这个主题的诗。",
+        "程序有毛病，就是代码里有错误；把错误改好，程序就对了。",
+        "当地人平时讲的话，就是那里的主要语言，也叫日常用语。",
+        "化学符号就是元素的字母代号，在周期表上用几个字母表示。",
+        "天然卫星就是绕着行星转的卫星，月球是地球的天然卫星。",
+        "居民就是住在一个地方的人。",
+        "天文学家把行星归为岩质行星、气态巨行星或冰巨星。",
+        "换成另一个地方又如何，就是把同一个问题换成问那个地方。",
+        "两个数相加，算出的结果就是它们的和。",
+        "两个数相乘的结果叫乘积。",
+        "求两个数的乘积，就是把它们相乘。",
+        "一个数去掉另一个数，还剩的就是它们的差。",
+    ],
+];
+
+fn usage_doc(lang: Lang, rng: &mut impl Rng) -> String {
+    let lines: Vec<&str> = USAGE[lang.idx()].choose_multiple(rng, 6).copied().collect();
+    lines.join(if lang == Lang::En { " " } else { "" })
+}
+
 fn code_doc(lang: Lang, rng: &mut impl Rng) -> String {
     let s = crate::code::sample(false, rng);
     // half the documents show a bug and its fix, as a code review would
     if rng.random_bool(0.5) {
-        let intro = if lang == Lang::En {
-            "A Python function with a bug:"
-        } else {
-            "一个有错误的Python函数："
+        let intro = match (lang, rng.random_bool(0.5)) {
+            (Lang::En, false) => "A Python function with a bug:",
+            (Lang::En, true) => "Below is a Python function with a bug, then its repair:",
+            (Lang::Zh, false) => "一个有错误的Python函数：",
+            (Lang::Zh, true) => "下面是一段有毛病的Python程序和改好的版本：",
         };
         return format!("{intro}\n{}\n{}", s.buggy_block(), s.answer(lang));
     }
@@ -298,10 +455,12 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
             e.map(|e| entity_doc(e, lang, rng)).unwrap_or_default()
         } else if r < 0.85 {
             arithmetic_doc(seed, lang, rng)
-        } else if r < 0.93 {
+        } else if r < 0.92 {
             poem_doc(lang, rng)
-        } else {
+        } else if r < 0.98 {
             code_doc(lang, rng)
+        } else {
+            usage_doc(lang, rng)
         };
         out.push_str(&doc);
         out.push_str("\n\n");
