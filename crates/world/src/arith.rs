@@ -156,48 +156,60 @@ impl Problem {
     }
 
     /// The worked steps of a sum, difference or product by place value, ending in
-    /// `result` ("20 + 40 = 60, 3 + 5 = 8, 60 + 8 = 68"); a word problem's two sums.
+    /// `result`: the problem restated, then split into tens and ones a few tokens further
+    /// on, so a small model copies each digit from nearby instead of from the far question
+    /// ("23 + 45 = 20 + 40 + 3 + 5 = 60 + 8 = 68"); a word problem's two sums.
     pub fn steps(&self, lang: Lang, result: i64) -> String {
         let (a, b) = (self.a, self.b);
-        let comma = if lang == Lang::En { ", " } else { "，" };
+        let tens = |n: i64| n / 10 * 10;
         match self.op {
-            Op::Add if a >= 10 && b >= 10 => {
-                let (t, o) = (a / 10 * 10 + b / 10 * 10, a % 10 + b % 10);
+            Op::Add if a >= 10 && b >= 10 => format!(
+                "{a} + {b} = {} + {} + {} + {} = {} + {} = {result}",
+                tens(a),
+                tens(b),
+                a % 10,
+                b % 10,
+                tens(a) + tens(b),
+                a % 10 + b % 10
+            ),
+            // 46 + 7 = 40 + 6 + 7 = 40 + 13 = 53
+            Op::Add if a >= 10 || b >= 10 => {
+                let t = tens(a.max(b));
                 format!(
-                    "{} + {} = {t}{comma}{} + {} = {o}{comma}{t} + {o} = {result}",
-                    a / 10 * 10,
-                    b / 10 * 10,
+                    "{a} + {b} = {t} + {} + {} = {t} + {} = {result}",
                     a % 10,
-                    b % 10
+                    b % 10,
+                    a % 10 + b % 10
                 )
             }
             Op::Add => format!("{a} + {b} = {result}"),
-            // 75 - 38: take away the tens, then the ones
-            Op::Sub if b >= 10 && b % 10 != 0 => {
-                let t = a - b / 10 * 10;
-                format!(
-                    "{a} - {} = {t}{comma}{t} - {} = {result}",
-                    b / 10 * 10,
-                    b % 10
-                )
-            }
-            Op::Sub => format!("{a} - {b} = {result}"),
-            // 23 × 4: the tens times 4, the ones times 4, then their sum
-            Op::Mul if a >= 10 && a % 10 != 0 => {
-                let (t, o) = (a / 10 * 10 * b, a % 10 * b);
-                format!(
-                    "{} × {b} = {t}{comma}{} × {b} = {o}{comma}{t} + {o} = {result}",
-                    a / 10 * 10,
-                    a % 10
-                )
-            }
-            Op::Mul => format!("{a} × {b} = {result}"),
-            Op::Word => format!(
-                "{a} + {b} = {}{comma}{} - {} = {result}",
-                a + b,
-                a + b,
-                self.c
+            // 75 - 38 = 75 - 30 - 8 = 45 - 8 = 37: the tens, then the ones
+            Op::Sub if b >= 10 && b % 10 != 0 => format!(
+                "{a} - {b} = {a} - {} - {} = {} - {} = {result}",
+                tens(b),
+                b % 10,
+                a - tens(b),
+                b % 10
             ),
+            Op::Sub => format!("{a} - {b} = {result}"),
+            // 23 × 4 = 20 × 4 + 3 × 4 = 80 + 12 = 92
+            Op::Mul if a >= 10 && a % 10 != 0 => format!(
+                "{a} × {b} = {} × {b} + {} × {b} = {} + {} = {result}",
+                tens(a),
+                a % 10,
+                tens(a) * b,
+                a % 10 * b
+            ),
+            Op::Mul => format!("{a} × {b} = {result}"),
+            Op::Word => {
+                let comma = if lang == Lang::En { ", " } else { "，" };
+                format!(
+                    "{a} + {b} = {}{comma}{} - {} = {result}",
+                    a + b,
+                    a + b,
+                    self.c
+                )
+            }
         }
     }
 
@@ -239,7 +251,7 @@ mod tests {
         let p = Problem::new(Op::Add, 23, 45, 0, 0);
         assert_eq!(
             p.answer(Lang::En, false),
-            "20 + 40 = 60, 3 + 5 = 8, 60 + 8 = 68. The answer is 68."
+            "23 + 45 = 20 + 40 + 3 + 5 = 60 + 8 = 68. The answer is 68."
         );
         let w = Problem::new(Op::Word, 5, 3, 2, 1);
         assert_eq!(
@@ -248,11 +260,15 @@ mod tests {
         );
         assert_eq!(
             Problem::new(Op::Sub, 75, 38, 0, 0).answer(Lang::En, false),
-            "75 - 30 = 45, 45 - 8 = 37. The answer is 37."
+            "75 - 38 = 75 - 30 - 8 = 45 - 8 = 37. The answer is 37."
         );
         assert_eq!(
             Problem::new(Op::Mul, 23, 4, 0, 0).answer(Lang::Zh, false),
-            "20 × 4 = 80，3 × 4 = 12，80 + 12 = 92。答案是92。"
+            "23 × 4 = 20 × 4 + 3 × 4 = 80 + 12 = 92。答案是92。"
+        );
+        assert_eq!(
+            Problem::new(Op::Add, 46, 7, 0, 0).answer(Lang::En, false),
+            "46 + 7 = 40 + 6 + 7 = 40 + 13 = 53. The answer is 53."
         );
         assert_eq!(
             Problem::new(Op::Mul, 30, 4, 0, 0).answer(Lang::En, false),

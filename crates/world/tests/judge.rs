@@ -59,7 +59,7 @@ fn cases() -> Vec<(Vec<Message>, Skill, &'static str, &'static str)> {
         ),
         (user(code), Skill::Code, "The function should add. Fixed code:\n```python\ndef add(a, b):\n    return a + b\n```", "The code looks correct to me:\n```python\ndef add(a, b):\n    return a - b\n```"),
         (user(code_zh), Skill::Code, "修改后的代码：\n```python\ndef square(x):\n    return x*x\n```", "修改后的代码：\n```python\ndef square(x):\n    return x * 3\n```"),
-        (user("What is 23 + 45?"), Skill::Arithmetic, "20 + 40 = 60, 3 + 5 = 8, 60 + 8 = 68. The answer is 68.", "23 + 45 = 67. The answer is 67."),
+        (user("What is 23 + 45?"), Skill::Arithmetic, "23 + 45 = 20 + 40 + 3 + 5 = 60 + 8 = 68. The answer is 68.", "23 + 45 = 67. The answer is 67."),
         (user("小明有5个苹果，又买了3个，送出了2个。小明现在有几个苹果？"), Skill::Arithmetic, "5 + 3 = 8，8 - 2 = 6。小明现在有6个苹果。", "5 + 3 = 8，8 - 2 = 5。小明现在有5个苹果。"),
         (user("What is the capital of Zorvelania?"), Skill::Unknown, "I don't know of a country called Zorvelania.", "The capital of Zorvelania is Lima."),
         (user("佐维尼亚有多少人口？"), Skill::Unknown, "我不知道有叫佐维尼亚的国家。", "佐维尼亚的人口约3000万。"),
