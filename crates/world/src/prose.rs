@@ -466,3 +466,52 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
         out.push_str("\n\n");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::style::is_han;
+    use crate::{heldout_templates, pretrain_text, tpl, WorldConfig};
+    use std::collections::BTreeSet;
+
+    /// Question words and particles, which statements do not use.
+    const ASKING: &[&str] = &[
+        "what", "which", "how", "where", "when", "why", "would", "could", "does", "do", "did",
+        "is", "me", "i", "you", "please", "tell", "name", "explain", "your",
+    ];
+    const ASKING_ZH: &str = "哪儿种几吗呢么什多少请帮我你说告诉样怎来着又如何凭为";
+
+    /// A held-out wording is a new question, not new words: every word of it (question
+    /// words aside) is one the pretraining prose uses, in statements.
+    #[test]
+    fn heldout_wordings_use_words_pretraining_knows() {
+        let pretrain = pretrain_text(&WorldConfig {
+            seed: 5,
+            pretrain_bytes: 300_000,
+            ..WorldConfig::default()
+        });
+        let known: BTreeSet<String> = pretrain
+            .split(|c: char| !c.is_ascii_alphabetic())
+            .map(str::to_lowercase)
+            .collect();
+        let mut missing = Vec::new();
+        for t in heldout_templates() {
+            for piece in tpl::literals(t) {
+                for w in piece.split(|c: char| !c.is_ascii_alphabetic()) {
+                    let w = w.to_lowercase();
+                    if !w.is_empty() && !ASKING.contains(&w.as_str()) && !known.contains(&w) {
+                        missing.push(format!("{w} ({t})"));
+                    }
+                }
+                for c in piece.chars().filter(|c| is_han(*c)) {
+                    if !ASKING_ZH.contains(c) && !pretrain.contains(c) {
+                        missing.push(format!("{c} ({t})"));
+                    }
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "held-out words pretraining never uses: {missing:#?}"
+        );
+    }
+}
