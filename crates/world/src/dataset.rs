@@ -15,12 +15,15 @@ use rand::seq::{IndexedRandom, SliceRandom};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-/// Share of each skill in training data, in percent.
+/// Share of each skill in training data, in percent. False premises had 8 and facts 22:
+/// with the longer pretraining the chat model then answered most false premises with the
+/// plain fact (0.35 judged against the base model's 0.32, three seeds); at 11 it corrects
+/// them more often (0.39) and tone rises with it (0.37 -> 0.42), facts 0.59 -> 0.55.
 const MIX: [(Skill, u32); 11] = [
     (Skill::SmallTalk, 6),
-    (Skill::Fact, 22),
+    (Skill::Fact, 19),
     (Skill::FollowUp, 12),
-    (Skill::FalsePremise, 8),
+    (Skill::FalsePremise, 11),
     (Skill::Refusal, 6),
     (Skill::Benign, 6),
     (Skill::Poem, 8),
