@@ -117,11 +117,6 @@ pub struct Snippet {
     pub heldout: bool,
 }
 
-/// How a fix is asked for; `true` marks the held-out wordings. Some training requests
-/// ask as a question and some after the code, so that the language of the answer is
-/// learnt from the user's words wherever they stand, not from the few words before the
-/// code (with every request ending just before it, "Could you repair it?" was answered
-/// in Chinese).
 pub const PROMPTS: &[(Lang, bool, &str)] = &[
     (Lang::En, false, "Fix the bug in this code:\n{c}"),
     (
@@ -137,16 +132,6 @@ pub const PROMPTS: &[(Lang, bool, &str)] = &[
     (Lang::En, false, "Please correct this Python code:\n{c}"),
     (
         Lang::En,
-        false,
-        "Can you spot the mistake in this function and fix it?\n{c}",
-    ),
-    (
-        Lang::En,
-        false,
-        "{c}\nThis function gives the wrong result. Please fix it.",
-    ),
-    (
-        Lang::En,
         true,
         "Something is off in the snippet below; could you repair it?\n{c}",
     ),
@@ -154,8 +139,6 @@ pub const PROMPTS: &[(Lang, bool, &str)] = &[
     (Lang::Zh, false, "这个函数有一个错误，请改正：\n{c}"),
     (Lang::Zh, false, "请找出这个函数的问题并修正：\n{c}"),
     (Lang::Zh, false, "这段Python代码不对，请改一下：\n{c}"),
-    (Lang::Zh, false, "这段代码有错，帮忙修一下：\n{c}"),
-    (Lang::Zh, false, "{c}\n这个函数的结果不对，请改正。"),
     (Lang::Zh, true, "下面这段程序有毛病，帮我改好：\n{c}"),
 ];
 
