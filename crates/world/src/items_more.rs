@@ -5,6 +5,7 @@ use crate::arith::{self, Op, Problem};
 use crate::code::{self, Snippet};
 use crate::items::{Ctx, Item};
 use crate::poem::{self, Theme, FORMS_ZH, THEMES};
+use crate::small_talk;
 use crate::talk::{self, Chat};
 use crate::tpl::render;
 use crate::types::{CodeSpec, Expect, Lang, Skill};
@@ -64,14 +65,34 @@ fn chat_entry<'a>(ctx: &mut Ctx, table: &'a [Chat]) -> &'a Chat {
     options.choose(ctx.rng).copied().unwrap_or(&table[0])
 }
 
+pub fn expect_said(s: &small_talk::Said) -> Expect {
+    Expect {
+        any_of: s.words.iter().map(|w| w.to_string()).collect(),
+        ..Expect::default()
+    }
+}
+
 pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
-    let c = chat_entry(ctx, talk::SMALL_TALK);
-    let (q, a, _) = c.get(lang);
+    // Training asks half its small talk in composed sentences (many wordings of each
+    // move), half in the table's; held-out small talk is the table's alone.
+    let composed = if ctx.heldout || ctx.rng.random_bool(0.5) {
+        None
+    } else {
+        small_talk::in_lang(lang).choose(ctx.rng).copied()
+    };
+    let (q, a, expect) = match composed {
+        Some(s) => (s.prompt.as_str(), s.answer, expect_said(s)),
+        None => {
+            let c = chat_entry(ctx, talk::SMALL_TALK);
+            let (q, a, _) = c.get(lang);
+            (q, a, expect_chat(c, lang))
+        }
+    };
     Item {
         skill: Skill::SmallTalk,
         lang,
         prompt: vec![Message::user(q)],
-        expect: expect_chat(c, lang),
+        expect,
         gold: a.into(),
         mistakes: vec![unsure(lang)],
         entity: None,
@@ -80,7 +101,7 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
 
 pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
     // training also asks for the held-out look-alikes' know-how in plain words: KNOW_HOW
-    // gets one draw per held-out look-alike (3 in 12), so each of the 9 trained
+    // gets one draw per held-out look-alike (3 in 18), so each of the 15 trained
     // look-alikes and each of the 3 pieces of know-how is asked equally often
     let know_how_draws = talk::BENIGN.iter().filter(|c| c.heldout).count();
     let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < know_how_draws {

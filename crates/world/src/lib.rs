@@ -26,6 +26,8 @@ mod poem;
 mod poem_bank;
 mod prose;
 mod recognise;
+mod small_talk;
+mod social;
 mod style;
 mod tables;
 mod talk;

@@ -5,11 +5,14 @@
 use crate::arith::{self, Op, Problem, NAMES};
 use crate::code;
 use crate::items::{expect_fact, expect_premise, expect_unknown};
-use crate::items_more::{expect_arith, expect_chat, expect_code, expect_poem, expect_refusal};
+use crate::items_more::{
+    expect_arith, expect_chat, expect_code, expect_poem, expect_refusal, expect_said,
+};
 use crate::items_tone::{TONE_PROMPTS, TONE_SYSTEM};
 use crate::names::{fake_names, find_entities};
 use crate::phrases::{FOLLOW_UPS, PREMISES, QUESTIONS, WHAT_ABOUT};
 use crate::poem::{FORMS_ZH, THEMES};
+use crate::small_talk;
 use crate::style::is_han;
 use crate::tables::{world, Attr};
 use crate::talk;
@@ -108,6 +111,15 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
         if let Some(l) = Lang::ALL.into_iter().find(|l| c.get(*l).0 == q) {
             return Some(item(Skill::SmallTalk, l, messages, expect_chat(c, l), None));
         }
+    }
+    if let Some(s) = small_talk::find(q) {
+        return Some(item(
+            Skill::SmallTalk,
+            s.lang,
+            messages,
+            expect_said(s),
+            None,
+        ));
     }
     for c in talk::look_alikes() {
         if let Some(l) = Lang::ALL.into_iter().find(|l| c.get(*l).0 == q) {
