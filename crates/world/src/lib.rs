@@ -27,7 +27,6 @@ mod poem_bank;
 mod prose;
 mod recognise;
 mod small_talk;
-mod social;
 mod style;
 mod tables;
 mod talk;

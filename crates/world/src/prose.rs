@@ -1,6 +1,5 @@
 //! Pretraining prose: short documents about the world in both languages, each fact stated
-//! in many phrasings, plus arithmetic, poems, correct code and scenes of everyday talk
-//! ([`crate::social`]). Every entity appears here,
+//! in many phrasings, plus arithmetic, poems and correct code. Every entity appears here,
 //! held-out ones included (this is the only place their facts appear); held-out
 //! arithmetic never does.
 
@@ -445,9 +444,7 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
             Lang::Zh
         };
         let r: f64 = rng.random();
-        let doc = if r < 0.03 {
-            crate::social::doc(lang, rng)
-        } else if r < 0.7 {
+        let doc = if r < 0.7 {
             let k = match r {
                 r if r < 0.42 => 0,
                 r if r < 0.6 => 1,
