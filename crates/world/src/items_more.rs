@@ -14,8 +14,13 @@ use rand::seq::IndexedRandom;
 use rand::Rng;
 
 pub fn expect_chat(c: &Chat, lang: Lang) -> Expect {
+    expect_words(c.get(lang).2)
+}
+
+/// A reply that must contain one of `words`.
+pub fn expect_words(words: &[&str]) -> Expect {
     Expect {
-        any_of: c.get(lang).2.iter().map(|s| s.to_string()).collect(),
+        any_of: words.iter().map(|s| s.to_string()).collect(),
         ..Expect::default()
     }
 }
@@ -65,13 +70,6 @@ fn chat_entry<'a>(ctx: &mut Ctx, table: &'a [Chat]) -> &'a Chat {
     options.choose(ctx.rng).copied().unwrap_or(&table[0])
 }
 
-pub fn expect_said(s: &small_talk::Said) -> Expect {
-    Expect {
-        any_of: s.words.iter().map(|w| w.to_string()).collect(),
-        ..Expect::default()
-    }
-}
-
 pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
     // Training asks half its small talk in composed sentences (many wordings of each
     // move), half in the table's; held-out small talk is the table's alone.
@@ -81,7 +79,7 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
         small_talk::in_lang(lang).choose(ctx.rng).copied()
     };
     let (q, a, expect) = match composed {
-        Some(s) => (s.prompt.as_str(), s.answer, expect_said(s)),
+        Some(s) => (s.prompt.as_str(), s.answer, expect_words(s.words)),
         None => {
             let c = chat_entry(ctx, talk::SMALL_TALK);
             let (q, a, _) = c.get(lang);

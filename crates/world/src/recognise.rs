@@ -6,7 +6,7 @@ use crate::arith::{self, Op, Problem, NAMES};
 use crate::code;
 use crate::items::{expect_fact, expect_premise, expect_unknown};
 use crate::items_more::{
-    expect_arith, expect_chat, expect_code, expect_poem, expect_refusal, expect_said,
+    expect_arith, expect_chat, expect_code, expect_poem, expect_refusal, expect_words,
 };
 use crate::items_tone::{TONE_PROMPTS, TONE_SYSTEM};
 use crate::names::{fake_names, find_entities};
@@ -117,7 +117,7 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
             Skill::SmallTalk,
             s.lang,
             messages,
-            expect_said(s),
+            expect_words(s.words),
             None,
         ));
     }

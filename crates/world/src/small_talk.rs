@@ -7,6 +7,7 @@
 //! what training ties to its answer. Held-out small talk stays in the table, and no
 //! composed sentence contains a held-out one (tested).
 
+use crate::talk::{ABOUT_ME, BYE, CAN_DO, HELLO, ME, THANKS, WELL};
 use crate::types::Lang;
 use std::sync::OnceLock;
 
@@ -30,17 +31,6 @@ pub struct Said {
     pub words: &'static [&'static str],
 }
 
-const WELL: &[&str] = &["well", "good", "fine"];
-const THANKS: &[&str] = &["welcome", "glad", "pleasure"];
-const BYE: &[&str] = &["bye"];
-const HELLO: &[&str] = &["hello", "hi!", "hi,", "hi there"];
-const ME: &[&str] = &["assistant"];
-const WHO_EN: &str =
-    "I am ferrochat, a small assistant. I answer questions, write short poems and do simple maths.";
-const CAN_EN: &str = "As an assistant, I can answer questions about the world, write short poems, fix small bugs and do simple maths.";
-const WHO_ZH: &str = "我是ferrochat，一个小助手。我可以回答问题、写短诗和做简单的算术。";
-const CAN_ZH: &str = "作为助手，我可以回答关于世界的问题、写短诗、修复小错误和做简单的算术。";
-
 const MOVES: &[Move] = &[
     Move {
         lang: Lang::En,
@@ -62,7 +52,7 @@ const MOVES: &[Move] = &[
             "I'm doing well, thank you! How can I help you?",
             "Good, thanks for asking! What can I do for you?",
         ],
-        words: WELL,
+        words: WELL[0],
     },
     Move {
         lang: Lang::En,
@@ -91,7 +81,7 @@ const MOVES: &[Move] = &[
             "You're welcome! Glad to help.",
             "It was my pleasure! I'm glad it helped.",
         ],
-        words: THANKS,
+        words: THANKS[0],
     },
     Move {
         lang: Lang::En,
@@ -115,7 +105,7 @@ const MOVES: &[Move] = &[
         ],
         tails: &[""],
         answers: &["Goodbye! Have a nice day.", "Bye! Come back any time."],
-        words: BYE,
+        words: BYE[0],
     },
     Move {
         lang: Lang::En,
@@ -139,7 +129,7 @@ const MOVES: &[Move] = &[
             "Hello! How can I help you today?",
             "Hi! What would you like to know?",
         ],
-        words: HELLO,
+        words: HELLO[0],
     },
     Move {
         lang: Lang::En,
@@ -157,8 +147,8 @@ const MOVES: &[Move] = &[
             "Tell me who you are.",
         ],
         tails: &[""],
-        answers: &[WHO_EN],
-        words: ME,
+        answers: &[ABOUT_ME[0]],
+        words: ME[0],
     },
     Move {
         lang: Lang::En,
@@ -171,8 +161,8 @@ const MOVES: &[Move] = &[
             "What kinds of questions can you answer?",
         ],
         tails: &[""],
-        answers: &[CAN_EN],
-        words: ME,
+        answers: &[CAN_DO[0]],
+        words: ME[0],
     },
     Move {
         lang: Lang::Zh,
@@ -194,7 +184,7 @@ const MOVES: &[Move] = &[
             "我很好，谢谢！有什么可以帮你的吗？",
             "都很好，谢谢关心！有什么可以帮你的吗？",
         ],
-        words: &["很好", "不错"],
+        words: WELL[1],
     },
     Move {
         lang: Lang::Zh,
@@ -221,7 +211,7 @@ const MOVES: &[Move] = &[
             "不客气！",
             "不用谢！很高兴能帮到你。",
         ],
-        words: &["不客气", "不用谢", "很高兴"],
+        words: THANKS[1],
     },
     Move {
         lang: Lang::Zh,
@@ -243,7 +233,7 @@ const MOVES: &[Move] = &[
         ],
         tails: &[""],
         answers: &["再见！祝你愉快。", "再见！欢迎随时回来。"],
-        words: &["再见", "下次见"],
+        words: BYE[1],
     },
     Move {
         lang: Lang::Zh,
@@ -251,7 +241,7 @@ const MOVES: &[Move] = &[
         cores: &["你好", "嗨", "哈喽", "您好", "你好呀"],
         tails: &["！", "，在吗？", "，我是新来的。", "，可以聊聊吗？"],
         answers: &["你好！有什么可以帮你的吗？", "你好！想了解些什么？"],
-        words: &["你好", "您好"],
+        words: HELLO[1],
     },
     Move {
         lang: Lang::Zh,
@@ -268,8 +258,8 @@ const MOVES: &[Move] = &[
             "告诉我你是谁。",
         ],
         tails: &[""],
-        answers: &[WHO_ZH],
-        words: &["助手"],
+        answers: &[ABOUT_ME[1]],
+        words: ME[1],
     },
     Move {
         lang: Lang::Zh,
@@ -282,8 +272,8 @@ const MOVES: &[Move] = &[
             "你能回答哪些问题？",
         ],
         tails: &[""],
-        answers: &[CAN_ZH],
-        words: &["助手"],
+        answers: &[CAN_DO[1]],
+        words: ME[1],
     },
 ];
 
@@ -352,7 +342,10 @@ mod tests {
             }
         }
         assert_eq!(find("Hey, how is life?").map(|s| s.lang), Some(Lang::En));
-        assert_eq!(find("Cheers for your help.").map(|s| s.words), Some(THANKS));
+        assert_eq!(
+            find("Cheers for your help.").map(|s| s.words),
+            Some(THANKS[0])
+        );
     }
 
     #[test]

@@ -23,37 +23,52 @@ impl Chat {
     }
 }
 
-const HELLO: &[&str] = &["hello", "hi!", "hi,", "hi there"];
-const WELL: &[&str] = &["well", "good", "fine"];
-const THANKS: &[&str] = &["welcome", "glad", "pleasure"];
-const ME: &[&str] = &["assistant"];
-const BYE: &[&str] = &["bye"];
+/// Words any good reply to a social move contains, `[English, Chinese]`; the composed
+/// small talk of [`crate::small_talk`] is judged by the same ones.
+pub const HELLO: [&[&str]; 2] = [&["hello", "hi!", "hi,", "hi there"], &["你好", "您好"]];
+pub const WELL: [&[&str]; 2] = [&["well", "good", "fine"], &["很好", "不错"]];
+pub const THANKS: [&[&str]; 2] = [
+    &["welcome", "glad", "pleasure"],
+    &["不客气", "不用谢", "很高兴"],
+];
+pub const ME: [&[&str]; 2] = [&["assistant"], &["助手"]];
+pub const BYE: [&[&str]; 2] = [&["bye"], &["再见", "下次见"]];
+
+/// Who the assistant is and what it can do, `[English, Chinese]`.
+pub const ABOUT_ME: [&str; 2] = [
+    "I am ferrochat, a small assistant. I answer questions, write short poems and do simple maths.",
+    "我是ferrochat，一个小助手。我可以回答问题、写短诗和做简单的算术。",
+];
+pub const CAN_DO: [&str; 2] = [
+    "As an assistant, I can answer questions about the world, write short poems, fix small bugs and do simple maths.",
+    "作为助手，我可以回答关于世界的问题、写短诗、修复小错误和做简单的算术。",
+];
 
 pub const SMALL_TALK: &[Chat] = &[
-    Chat { en: ("Hello!", "Hello! How can I help you today?", HELLO), zh: ("你好！", "你好！有什么可以帮你的吗？", &["你好", "您好"]), heldout: false, act: None },
-    Chat { en: ("Hi there!", "Hi! What would you like to know?", HELLO), zh: ("嗨！", "你好！想了解些什么？", &["你好", "您好"]), heldout: false, act: None },
+    Chat { en: ("Hello!", "Hello! How can I help you today?", HELLO[0]), zh: ("你好！", "你好！有什么可以帮你的吗？", HELLO[1]), heldout: false, act: None },
+    Chat { en: ("Hi there!", "Hi! What would you like to know?", HELLO[0]), zh: ("嗨！", "你好！想了解些什么？", HELLO[1]), heldout: false, act: None },
     Chat { en: ("Good morning!", "Good morning! How can I help you today?", &["good morning"]), zh: ("早上好！", "早上好！今天有什么可以帮你的？", &["早上好", "早安"]), heldout: false, act: None },
-    Chat { en: ("How are you?", "I'm doing well, thank you! How can I help you?", WELL), zh: ("你好吗？", "我很好，谢谢！有什么可以帮你的吗？", &["很好", "不错"]), heldout: false, act: None },
-    Chat { en: ("Thank you!", "You're welcome!", THANKS), zh: ("谢谢你！", "不客气！", &["不客气", "不用谢", "很高兴"]), heldout: false, act: None },
-    Chat { en: ("Thanks for your help.", "You're welcome! I'm glad I could help.", THANKS), zh: ("谢谢你的帮助。", "不客气！很高兴能帮到你。", &["不客气", "不用谢", "很高兴"]), heldout: false, act: None },
-    Chat { en: ("Who are you?", "I am ferrochat, a small assistant. I answer questions, write short poems and do simple maths.", ME), zh: ("你是谁？", "我是ferrochat，一个小助手。我可以回答问题、写短诗和做简单的算术。", &["助手"]), heldout: false, act: None },
-    Chat { en: ("What can you do?", "As an assistant, I can answer questions about the world, write short poems, fix small bugs and do simple maths.", ME), zh: ("你能做什么？", "作为助手，我可以回答关于世界的问题、写短诗、修复小错误和做简单的算术。", &["助手"]), heldout: false, act: None },
-    Chat { en: ("Goodbye!", "Goodbye! Have a nice day.", BYE), zh: ("再见！", "再见！祝你愉快。", &["再见"]), heldout: false, act: None },
+    Chat { en: ("How are you?", "I'm doing well, thank you! How can I help you?", WELL[0]), zh: ("你好吗？", "我很好，谢谢！有什么可以帮你的吗？", WELL[1]), heldout: false, act: None },
+    Chat { en: ("Thank you!", "You're welcome!", THANKS[0]), zh: ("谢谢你！", "不客气！", THANKS[1]), heldout: false, act: None },
+    Chat { en: ("Thanks for your help.", "You're welcome! I'm glad I could help.", THANKS[0]), zh: ("谢谢你的帮助。", "不客气！很高兴能帮到你。", THANKS[1]), heldout: false, act: None },
+    Chat { en: ("Who are you?", ABOUT_ME[0], ME[0]), zh: ("你是谁？", ABOUT_ME[1], ME[1]), heldout: false, act: None },
+    Chat { en: ("What can you do?", CAN_DO[0], ME[0]), zh: ("你能做什么？", CAN_DO[1], ME[1]), heldout: false, act: None },
+    Chat { en: ("Goodbye!", "Goodbye! Have a nice day.", BYE[0]), zh: ("再见！", "再见！祝你愉快。", &["再见"]), heldout: false, act: None },
     Chat { en: ("Good night!", "Good night! Sleep well.", &["good night"]), zh: ("晚安！", "晚安！好梦。", &["晚安"]), heldout: false, act: None },
-    Chat { en: ("Hey!", "Hello! How can I help you today?", HELLO), zh: ("您好！", "您好！有什么可以帮你的吗？", &["你好", "您好"]), heldout: false, act: None },
-    Chat { en: ("Hello there, nice to meet you.", "Hello! Nice to meet you too. What would you like to know?", HELLO), zh: ("你好呀，很高兴认识你。", "你好！我也很高兴认识你。想了解些什么？", &["你好", "您好"]), heldout: false, act: None },
-    Chat { en: ("How are you doing today?", "I'm doing well, thank you! How can I help you?", WELL), zh: ("你今天好吗？", "我很好，谢谢！有什么可以帮你的吗？", &["很好", "不错"]), heldout: false, act: None },
-    Chat { en: ("How's it going?", "Good, thanks for asking! What can I do for you?", WELL), zh: ("一切都好吗？", "都很好，谢谢关心！有什么可以帮你的吗？", &["很好", "不错"]), heldout: false, act: None },
-    Chat { en: ("Thanks a lot!", "You're welcome! Glad to help.", THANKS), zh: ("非常感谢！", "不客气！很高兴能帮上忙。", &["不客气", "不用谢", "很高兴"]), heldout: false, act: None },
-    Chat { en: ("I really appreciate your help, thank you.", "It was my pleasure! I'm glad it helped.", THANKS), zh: ("多谢你，真是帮了我。", "不用谢！很高兴能帮到你。", &["不客气", "不用谢", "很高兴"]), heldout: false, act: None },
-    Chat { en: ("What is your name?", "My name is ferrochat. I am a small assistant that answers questions, writes short poems and does simple maths.", ME), zh: ("你叫什么名字？", "我叫ferrochat，是一个小助手，可以回答问题、写短诗和做简单的算术。", &["助手"]), heldout: false, act: None },
-    Chat { en: ("Tell me a little about yourself.", "I am ferrochat, a small assistant. I answer questions, write short poems and do simple maths.", ME), zh: ("说说你自己吧。", "我是ferrochat，一个小助手。我可以回答问题、写短诗和做简单的算术。", &["助手"]), heldout: false, act: None },
-    Chat { en: ("Bye for now!", "Goodbye! Have a nice day.", BYE), zh: ("拜拜！", "再见！祝你愉快。", &["再见"]), heldout: false, act: None },
-    Chat { en: ("I need to leave, bye!", "Bye! Come back any time.", BYE), zh: ("我要走了，下次见！", "再见！欢迎随时回来。", &["再见", "下次见"]), heldout: false, act: None },
-    Chat { en: ("Hey, how is everything going with you?", "I'm doing well, thank you! How can I help you?", WELL), zh: ("嗨，最近过得怎么样？", "我很好，谢谢！有什么可以帮你的吗？", &["很好", "不错"]), heldout: true, act: None },
-    Chat { en: ("Many thanks, that was really useful.", "You're welcome! I'm glad I could help.", THANKS), zh: ("太感谢了，帮了我大忙。", "不客气！很高兴能帮到你。", &["不客气", "不用谢", "很高兴"]), heldout: true, act: None },
-    Chat { en: ("I have to go now, see you later!", "Goodbye! Have a nice day.", BYE), zh: ("我得走了，回头见！", "再见！祝你愉快。", &["再见", "回头见"]), heldout: true, act: None },
-    Chat { en: ("Could you introduce yourself?", "I am ferrochat, a small assistant. I answer questions, write short poems and do simple maths.", ME), zh: ("能介绍一下你自己吗？", "我是ferrochat，一个小助手。我可以回答问题、写短诗和做简单的算术。", &["助手"]), heldout: true, act: None },
+    Chat { en: ("Hey!", "Hello! How can I help you today?", HELLO[0]), zh: ("您好！", "您好！有什么可以帮你的吗？", HELLO[1]), heldout: false, act: None },
+    Chat { en: ("Hello there, nice to meet you.", "Hello! Nice to meet you too. What would you like to know?", HELLO[0]), zh: ("你好呀，很高兴认识你。", "你好！我也很高兴认识你。想了解些什么？", HELLO[1]), heldout: false, act: None },
+    Chat { en: ("How are you doing today?", "I'm doing well, thank you! How can I help you?", WELL[0]), zh: ("你今天好吗？", "我很好，谢谢！有什么可以帮你的吗？", WELL[1]), heldout: false, act: None },
+    Chat { en: ("How's it going?", "Good, thanks for asking! What can I do for you?", WELL[0]), zh: ("一切都好吗？", "都很好，谢谢关心！有什么可以帮你的吗？", WELL[1]), heldout: false, act: None },
+    Chat { en: ("Thanks a lot!", "You're welcome! Glad to help.", THANKS[0]), zh: ("非常感谢！", "不客气！很高兴能帮上忙。", THANKS[1]), heldout: false, act: None },
+    Chat { en: ("I really appreciate your help, thank you.", "It was my pleasure! I'm glad it helped.", THANKS[0]), zh: ("多谢你，真是帮了我。", "不用谢！很高兴能帮到你。", THANKS[1]), heldout: false, act: None },
+    Chat { en: ("What is your name?", "My name is ferrochat. I am a small assistant that answers questions, writes short poems and does simple maths.", ME[0]), zh: ("你叫什么名字？", "我叫ferrochat，是一个小助手，可以回答问题、写短诗和做简单的算术。", ME[1]), heldout: false, act: None },
+    Chat { en: ("Tell me a little about yourself.", ABOUT_ME[0], ME[0]), zh: ("说说你自己吧。", ABOUT_ME[1], ME[1]), heldout: false, act: None },
+    Chat { en: ("Bye for now!", "Goodbye! Have a nice day.", BYE[0]), zh: ("拜拜！", "再见！祝你愉快。", &["再见"]), heldout: false, act: None },
+    Chat { en: ("I need to leave, bye!", "Bye! Come back any time.", BYE[0]), zh: ("我要走了，下次见！", "再见！欢迎随时回来。", BYE[1]), heldout: false, act: None },
+    Chat { en: ("Hey, how is everything going with you?", "I'm doing well, thank you! How can I help you?", WELL[0]), zh: ("嗨，最近过得怎么样？", "我很好，谢谢！有什么可以帮你的吗？", WELL[1]), heldout: true, act: None },
+    Chat { en: ("Many thanks, that was really useful.", "You're welcome! I'm glad I could help.", THANKS[0]), zh: ("太感谢了，帮了我大忙。", "不客气！很高兴能帮到你。", THANKS[1]), heldout: true, act: None },
+    Chat { en: ("I have to go now, see you later!", "Goodbye! Have a nice day.", BYE[0]), zh: ("我得走了，回头见！", "再见！祝你愉快。", &["再见", "回头见"]), heldout: true, act: None },
+    Chat { en: ("Could you introduce yourself?", ABOUT_ME[0], ME[0]), zh: ("能介绍一下你自己吗？", ABOUT_ME[1], ME[1]), heldout: true, act: None },
 ];
 
 /// Requests to refuse: `(en, zh, held out, act)`. A training request's act (English,
