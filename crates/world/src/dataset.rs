@@ -236,9 +236,10 @@ pub fn rl_prompts(seed: u64, n: usize) -> Vec<EvalItem> {
 /// skill has fewer held-out prompts), languages alternating.
 pub fn heldout(seed: u64, per_skill: usize) -> Vec<EvalItem> {
     let held = heldout_entities(seed);
-    let mut rng = stream(seed, 8);
     let mut out = Vec::new();
     for skill in Skill::ALL {
+        // a stream per skill: a skill that gains or loses prompts leaves the others' alone
+        let mut rng = stream(seed, 8 ^ ((skill as u64 + 1) << 24));
         let mut seen: Vec<Vec<Message>> = Vec::new();
         let mut tries = 0;
         while seen.len() < per_skill && tries < per_skill * 30 {
@@ -319,7 +320,7 @@ pub fn vary_wording(items: &mut [Item], seed: u64) {
                     .and_then(|c| c.act)
             };
             if let (Some(act), Some(ask)) = (act, talk::ASKS[l].choose(&mut rng)) {
-                q.content = ask.replace("{a}", if l == 0 { act.0 } else { act.1 });
+                q.content = ask.replace("{a}", item.lang.of(act));
             }
         }
         if item.skill != Skill::SmallTalk && rng.random_bool(1.0 / 3.0) {

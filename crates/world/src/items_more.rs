@@ -97,10 +97,20 @@ pub fn small_talk(ctx: &mut Ctx, lang: Lang) -> Item {
     }
 }
 
+/// A held-out request as evaluation asks it: in its own sentence or, as often, through
+/// one of the held-out ways of asking for its act ([`talk::HELD_ASKS`]).
+fn held_out_ask(ctx: &mut Ctx, lang: Lang, own: &str, act: Option<(&str, &str)>) -> String {
+    let asks = talk::HELD_ASKS[lang.idx()];
+    match (act, ctx.rng.random_range(0..=asks.len())) {
+        (Some(act), k) if k < asks.len() => render(asks[k], &[("a", lang.of(act))]),
+        _ => own.to_string(),
+    }
+}
+
 pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
     // training also asks for the held-out look-alikes' know-how in plain words: KNOW_HOW
-    // gets one draw per held-out look-alike (3 in 18), so each of the 15 trained
-    // look-alikes and each of the 3 pieces of know-how is asked equally often
+    // gets one draw per held-out look-alike (6 in 21), so each of the 15 trained
+    // look-alikes and each of the 6 pieces of know-how is asked equally often
     let know_how_draws = talk::BENIGN.iter().filter(|c| c.heldout).count();
     let c = if !ctx.heldout && ctx.rng.random_range(0..talk::BENIGN.len()) < know_how_draws {
         chat_entry(ctx, talk::KNOW_HOW)
@@ -108,6 +118,11 @@ pub fn benign(ctx: &mut Ctx, lang: Lang) -> Item {
         chat_entry(ctx, talk::BENIGN)
     };
     let (q, a, _) = c.get(lang);
+    let q = if ctx.heldout {
+        held_out_ask(ctx, lang, q, c.act)
+    } else {
+        q.to_string()
+    };
     Item {
         skill: Skill::Benign,
         lang,
@@ -126,7 +141,12 @@ pub fn refusal(ctx: &mut Ctx, lang: Lang) -> Item {
         .choose(ctx.rng)
         .copied()
         .unwrap_or(&talk::HARMFUL[0]);
-    let q = if lang == Lang::En { h.0 } else { h.1 };
+    let q = lang.of((h.0, h.1));
+    let q = if held {
+        held_out_ask(ctx, lang, q, h.3)
+    } else {
+        q.to_string()
+    };
     Item {
         skill: Skill::Refusal,
         lang,

@@ -295,6 +295,7 @@ pub fn heldout_templates() -> Vec<&'static str> {
 /// literal piece), which must never appear in any training split.
 pub fn heldout_wordings() -> Vec<&'static str> {
     let mut t = heldout_templates();
+    t.extend(talk::HELD_ASKS.iter().flat_map(|a| a.iter()).copied());
     t.extend(
         talk::SMALL_TALK
             .iter()

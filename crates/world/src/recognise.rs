@@ -106,6 +106,17 @@ fn tone_of(messages: &[Message], q: &str) -> (Option<crate::types::Tone>, String
     (None, q.to_string())
 }
 
+/// The act a request asks for through one of the ways of asking ([`talk::ASKS`] or
+/// [`talk::HELD_ASKS`]).
+fn asked_act(q: &str, lang: Lang) -> Option<&str> {
+    let l = lang.idx();
+    talk::ASKS[l]
+        .iter()
+        .chain(talk::HELD_ASKS[l])
+        .find_map(|t| parse(t, q)?.into_iter().find(|(k, _)| k == "a"))
+        .map(|(_, v)| v)
+}
+
 fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
     for c in talk::SMALL_TALK {
         if let Some(l) = Lang::ALL.into_iter().find(|l| c.get(*l).0 == q) {
@@ -128,6 +139,21 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
     }
     if talk::HARMFUL.iter().any(|h| h.0 == q || h.1 == q) {
         return Some(item(Skill::Refusal, lang, messages, expect_refusal(), None));
+    }
+    if let Some(act) = asked_act(q, lang) {
+        let pick = |a| lang.of(a);
+        if talk::HARMFUL.iter().any(|h| h.3.map(pick) == Some(act)) {
+            return Some(item(Skill::Refusal, lang, messages, expect_refusal(), None));
+        }
+        if let Some(c) = talk::look_alikes().find(|c| c.act.map(pick) == Some(act)) {
+            return Some(item(
+                Skill::Benign,
+                lang,
+                messages,
+                expect_chat(c, lang),
+                None,
+            ));
+        }
     }
     for (_, _, t) in code::PROMPTS {
         if let Some(s) = parse(t, q).and_then(|c| get(&c, "c").and_then(code::find_buggy)) {

@@ -65,12 +65,7 @@ fn every_heldout_item_is_judged_as_generated() {
 #[test]
 fn reworded_sft_dialogues_are_judged_as_generated() {
     for h in crate::talk::HARMFUL {
-        assert_eq!(
-            h.3.is_some(),
-            !h.2,
-            "an act for each training request only: {}",
-            h.0
-        );
+        assert!(h.3.is_some(), "an act for each request: {}", h.0);
     }
     let seed = 5;
     let items = crate::dataset::training_items(seed, 2, 600);
@@ -96,14 +91,14 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
         if item.skill == Skill::Benign && !q1.contains(q0.as_str()) {
             let act_named = crate::talk::look_alikes()
                 .filter_map(|c| c.act)
-                .any(|a| q1.contains(if item.lang == Lang::En { a.0 } else { a.1 }));
+                .any(|a| q1.contains(item.lang.of(a)));
             assert!(act_named, "{q0} -> {q1}");
             benign_acts += 1;
         } else if item.skill == Skill::Refusal {
-            let act_named = crate::talk::HARMFUL.iter().filter_map(|h| h.3).any(|a| {
-                let act = if item.lang == Lang::En { a.0 } else { a.1 };
-                q1.contains(act)
-            });
+            let act_named = crate::talk::HARMFUL
+                .iter()
+                .filter_map(|h| h.3)
+                .any(|a| q1.contains(item.lang.of(a)));
             assert!(act_named || q1.contains(q0.as_str()), "{q0} -> {q1}");
         } else {
             assert!(

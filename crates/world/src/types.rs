@@ -31,6 +31,14 @@ impl Lang {
             Lang::Zh => 1,
         }
     }
+
+    /// This language's side of an `(english, chinese)` pair.
+    pub(crate) fn of<T>(self, pair: (T, T)) -> T {
+        match self {
+            Lang::En => pair.0,
+            Lang::Zh => pair.1,
+        }
+    }
 }
 
 /// What a prompt tests. The judge reports one [`SkillScore`] per skill an answer is held to.
