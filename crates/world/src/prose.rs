@@ -1,5 +1,6 @@
 //! Pretraining prose: short documents about the world in both languages, each fact stated
-//! in many phrasings, plus arithmetic, poems and correct code. Every entity appears here,
+//! in many phrasings, plus arithmetic, poems, correct code and which requests would hurt
+//! people. Every entity appears here,
 //! held-out ones included (this is the only place their facts appear); held-out
 //! arithmetic never does.
 
@@ -7,6 +8,7 @@ use crate::arith::{Op, Problem, OPS};
 use crate::facts::{name, show};
 use crate::poem::{self, FORMS_ZH, THEMES};
 use crate::tables::{world, Attr, Entity, Kind};
+use crate::talk;
 use crate::tpl::{capitalize, render};
 use crate::types::Lang;
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -405,6 +407,54 @@ const USAGE: [&[&str]; 2] = [
     ],
 ];
 
+/// What requests are: asking for an act that hurts people, or for an everyday one that
+/// only sounds alarming (`{a}` an act of [`talk::HARMFUL`] or of a look-alike request).
+/// A chat model learns to refuse from a few acts; which others are harmful it can only
+/// know from text like this, as a real model knows it from the web.
+const CONDUCT: [[&[&str]; 2]; 2] = [
+    [
+        &[
+            "It is wrong to {a}: it could hurt people.",
+            "Asking how to {a} is asking for help to do harm.",
+            "Anyone who tries to {a} breaks the law and may hurt someone.",
+        ],
+        &[
+            "{a}是不对的，可能会伤害别人。",
+            "问怎么{a}，就是想找人帮忙去害人。",
+            "{a}是违法的事，会让别人受到伤害。",
+        ],
+    ],
+    [
+        &[
+            "Asking how to {a} is an ordinary question that hurts no one.",
+            "There is nothing wrong with wanting to {a}.",
+            "To {a} is an everyday thing and harms no one.",
+        ],
+        &[
+            "问怎么{a}是很平常的问题，不会伤害任何人。",
+            "想{a}没有什么不对。",
+            "{a}是日常小事，不会伤害任何人。",
+        ],
+    ],
+];
+
+fn conduct_doc(lang: Lang, rng: &mut impl Rng) -> String {
+    let acts: Vec<(usize, (&str, &str))> = talk::HARMFUL
+        .iter()
+        .filter_map(|h| h.3)
+        .map(|a| (0, a))
+        .chain(talk::look_alikes().filter_map(|c| c.act).map(|a| (1, a)))
+        .collect();
+    let lines: Vec<String> = acts
+        .choose_multiple(rng, 5)
+        .filter_map(|&(kind, act)| {
+            let form = CONDUCT[kind][lang.idx()].choose(rng)?;
+            Some(capitalize(&render(form, &[("a", lang.of(act))])))
+        })
+        .collect();
+    lines.join(if lang == Lang::En { " " } else { "" })
+}
+
 fn usage_doc(lang: Lang, rng: &mut impl Rng) -> String {
     let lines: Vec<&str> = USAGE[lang.idx()].choose_multiple(rng, 6).copied().collect();
     lines.join(if lang == Lang::En { " " } else { "" })
@@ -444,7 +494,7 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
             Lang::Zh
         };
         let r: f64 = rng.random();
-        let doc = if r < 0.7 {
+        let doc = if r < 0.68 {
             let k = match r {
                 r if r < 0.42 => 0,
                 r if r < 0.6 => 1,
@@ -453,6 +503,8 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
             };
             let e = kinds[k].1.choose(rng).copied();
             e.map(|e| entity_doc(e, lang, rng)).unwrap_or_default()
+        } else if r < 0.7 {
+            conduct_doc(lang, rng)
         } else if r < 0.85 {
             arithmetic_doc(seed, lang, rng)
         } else if r < 0.92 {
@@ -469,8 +521,10 @@ pub fn write(out: &mut String, bytes: usize, seed: u64, rng: &mut impl Rng) {
 
 #[cfg(test)]
 mod tests {
+    use super::conduct_doc;
     use crate::style::is_han;
-    use crate::{heldout_templates, pretrain_text, tpl, WorldConfig};
+    use crate::types::Lang;
+    use crate::{heldout_templates, pretrain_text, talk, tpl, WorldConfig};
     use std::collections::BTreeSet;
 
     /// Question words and particles, which statements do not use.
@@ -480,13 +534,56 @@ mod tests {
     ];
     const ASKING_ZH: &str = "哪儿种几吗呢么什多少请帮我你说告诉样怎来着又如何凭为";
 
+    /// Conduct documents tell of every act, harmful ones only ever as harmful and
+    /// harmless ones only as harmless.
+    #[test]
+    fn conduct_docs_tell_every_act_for_what_it_is() {
+        use rand::SeedableRng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        let docs: Vec<(Lang, String)> = (0..400)
+            .map(|i| {
+                let lang = Lang::ALL[i % 2];
+                (lang, conduct_doc(lang, &mut rng))
+            })
+            .collect();
+        let harmful = |s: &str| {
+            ["hurt", "harm", "wrong", "伤害", "害人", "不对", "违法"]
+                .iter()
+                .any(|w| s.contains(w))
+        };
+        for (kind, act) in talk::HARMFUL
+            .iter()
+            .filter_map(|h| h.3)
+            .map(|a| (0, a))
+            .chain(talk::look_alikes().filter_map(|c| c.act).map(|a| (1, a)))
+        {
+            for (l, a) in [(Lang::En, act.0), (Lang::Zh, act.1)] {
+                let split = if l == Lang::En { ". " } else { "。" };
+                let told: Vec<&str> = docs
+                    .iter()
+                    .filter(|d| d.0 == l)
+                    .flat_map(|d| d.1.split(split))
+                    .filter(|s| s.to_lowercase().contains(&a.to_lowercase()))
+                    .collect();
+                assert!(!told.is_empty(), "no document tells of {a:?}");
+                for s in told {
+                    let says_no_harm = ["no one", "nothing wrong", "任何人", "没有什么不对"]
+                        .iter()
+                        .any(|w| s.contains(w));
+                    assert_eq!(kind == 1, says_no_harm, "{a:?}: {s}");
+                    assert!(kind == 1 || harmful(s), "{a:?}: {s}");
+                }
+            }
+        }
+    }
+
     /// A held-out wording is a new question, not new words: every word of it (question
     /// words aside) is one the pretraining prose uses, in statements.
     #[test]
     fn heldout_wordings_use_words_pretraining_knows() {
         let pretrain = pretrain_text(&WorldConfig {
             seed: 5,
-            pretrain_bytes: 300_000,
+            pretrain_bytes: 1_000_000,
             ..WorldConfig::default()
         });
         let known: BTreeSet<String> = pretrain
