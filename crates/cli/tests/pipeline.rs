@@ -983,7 +983,7 @@ fn fine_tuning_learns_answers_reports_bad_dialogues_and_resumes_exactly() {
 
     let err = fails(sft(&base, &dialogues, &tmp.path().join("f"), 5).args(["--on-bad", "fail"]));
     assert!(err.contains("dialogues.jsonl:3: not JSON"), "{err}");
-    let out = sft(&base, &dialogues, &tmp.path().join("chat"), 60)
+    let out = sft(&base, &dialogues, &tmp.path().join("chat"), 80)
         .arg("--val")
         .arg(tmp.path().join("world/sft_val.jsonl"))
         .output()
