@@ -5,8 +5,8 @@
 use crate::types::Lang;
 
 /// `(prompt, answer, words any good reply contains)` per language, whether held out, and
-/// for a training request the act it asks for (English, Chinese), which training also
-/// asks through [`ASKS`].
+/// the act a request asks for (English, Chinese): training asks a training request's act
+/// through [`ASKS`] too, evaluation a held-out one's through [`HELD_ASKS`].
 pub struct Chat {
     pub en: (&'static str, &'static str, &'static [&'static str]),
     pub zh: (&'static str, &'static str, &'static [&'static str]),
