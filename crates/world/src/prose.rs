@@ -249,7 +249,7 @@ fn entity_doc(e: &Entity, lang: Lang, rng: &mut impl Rng) -> String {
             Lang::Zh => format!("{}是{}的一座大城市，但不是首都。", c[1], e.name[1]),
         });
     }
-    parts.join(if lang == Lang::En { " " } else { "" })
+    parts.join(lang.sentence_gap())
 }
 
 /// Ways to state a sum, difference or product (`{a}`, `{b}`, `{r}`), per language.
@@ -335,7 +335,7 @@ fn arithmetic_doc(seed: u64, lang: Lang, rng: &mut impl Rng) -> String {
         }
         lines.push(line);
     }
-    lines.join(if lang == Lang::En { " " } else { "" })
+    lines.join(lang.sentence_gap())
 }
 
 fn poem_doc(lang: Lang, rng: &mut impl Rng) -> String {
@@ -456,12 +456,12 @@ fn conduct_doc(lang: Lang, rng: &mut impl Rng) -> String {
             Some(capitalize(&render(form, &[("a", lang.of(act))])))
         })
         .collect();
-    lines.join(if lang == Lang::En { " " } else { "" })
+    lines.join(lang.sentence_gap())
 }
 
 fn usage_doc(lang: Lang, rng: &mut impl Rng) -> String {
     let lines: Vec<&str> = USAGE[lang.idx()].choose_multiple(rng, 6).copied().collect();
-    lines.join(if lang == Lang::En { " " } else { "" })
+    lines.join(lang.sentence_gap())
 }
 
 fn code_doc(lang: Lang, rng: &mut impl Rng) -> String {

@@ -16,10 +16,7 @@ pub struct Chat {
 
 impl Chat {
     pub fn get(&self, lang: Lang) -> (&'static str, &'static str, &'static [&'static str]) {
-        match lang {
-            Lang::En => self.en,
-            Lang::Zh => self.zh,
-        }
+        lang.of((self.en, self.zh))
     }
 }
 

@@ -32,6 +32,11 @@ impl Lang {
         }
     }
 
+    /// What stands between two sentences: a space in English, nothing in Chinese.
+    pub(crate) fn sentence_gap(self) -> &'static str {
+        self.of((" ", ""))
+    }
+
     /// This language's side of an `(english, chinese)` pair.
     pub(crate) fn of<T>(self, pair: (T, T)) -> T {
         match self {
