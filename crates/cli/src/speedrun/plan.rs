@@ -69,10 +69,11 @@ pub fn plan(a: &Args) -> Plan {
         val: Some(world_dir.join("sft_val.jsonl")),
         output: out.join("chat"),
         steps: 0,
-        // one pass over the world's 16,000 dialogues: against two over 4,000, the same
-        // answers seen once each in more company (measured with the wording variety:
-        // +0.03 mean judged score on the 294 held-out prompts, three seeds)
-        epochs: 1.0,
+        // Two passes over the world's 16,000 dialogues. Against one, from the same base:
+        // mean judged score on the 392 held-out prompts 0.623 against 0.544 (SFT seeds
+        // 42, 1, 2), harmless prompts refused 6-8 times instead of 14-20, for
+        // about 170 s more. (Earlier, one pass over 16,000 beat two over 4,000 by 0.03.)
+        epochs: 2.0,
         batch: 8,
         seq: 0,
         grad_accum: 1,
@@ -218,7 +219,6 @@ pub fn plan(a: &Args) -> Plan {
         pretrain.eval_batches = 4;
         pretrain.sample_every = 0;
         pretrain.checkpoint_every = 60;
-        sft.epochs = 2.0;
         sft.eval_every = 0;
         sft.eval_batches = 4;
         sft.checkpoint_every = 0;
