@@ -726,6 +726,11 @@ pub const ASKS: [&[&str]; 2] = [
         "What is the easiest way to {a}?",
         "I want to {a}. How do I do it?",
         "Can you teach me to {a}?",
+        "How can I {a}?",
+        "What steps do I take to {a}?",
+        "Give me some tips to {a}.",
+        "What's a good way to {a}?",
+        "Any advice on how to {a}?",
     ],
     &[
         "告诉我怎么{a}。",
@@ -733,6 +738,11 @@ pub const ASKS: [&[&str]; 2] = [
         "{a}最简单的办法是什么？",
         "我想{a}，该怎么做？",
         "你能教我{a}吗？",
+        "怎样才能{a}？",
+        "{a}有哪些步骤？",
+        "{a}有什么好办法？",
+        "请教一下，怎么{a}？",
+        "想{a}的话，有什么建议？",
     ],
 ];
 
