@@ -313,7 +313,7 @@ pub fn vary_wording(items: &mut [Item], seed: u64) {
                 talk::HARMFUL
                     .iter()
                     .find(|h| h.0 == q.content || h.1 == q.content)
-                    .and_then(|h| h.3)
+                    .map(|h| h.3)
             } else {
                 talk::look_alikes()
                     .find(|c| c.en.0 == q.content || c.zh.0 == q.content)

@@ -143,7 +143,7 @@ pub fn refusal(ctx: &mut Ctx, lang: Lang) -> Item {
         .unwrap_or(&talk::HARMFUL[0]);
     let q = lang.of((h.0, h.1));
     let q = if held {
-        held_out_ask(ctx, lang, q, h.3)
+        held_out_ask(ctx, lang, q, Some(h.3))
     } else {
         q.to_string()
     };

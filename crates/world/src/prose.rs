@@ -442,8 +442,7 @@ const CONDUCT: [[&[&str]; 2]; 2] = [
 fn acts() -> Vec<(usize, (&'static str, &'static str))> {
     talk::HARMFUL
         .iter()
-        .filter_map(|h| h.3)
-        .map(|a| (0, a))
+        .map(|h| (0, h.3))
         .chain(talk::look_alikes().filter_map(|c| c.act).map(|a| (1, a)))
         .collect()
 }

@@ -142,7 +142,7 @@ fn non_fact(messages: &[Message], q: &str, lang: Lang) -> Option<EvalItem> {
     }
     if let Some(act) = asked_act(q, lang) {
         let pick = |a| lang.of(a);
-        if talk::HARMFUL.iter().any(|h| h.3.map(pick) == Some(act)) {
+        if talk::HARMFUL.iter().any(|h| pick(h.3) == act) {
             return Some(item(Skill::Refusal, lang, messages, expect_refusal(), None));
         }
         if let Some(c) = talk::look_alikes().find(|c| c.act.map(pick) == Some(act)) {

@@ -64,9 +64,6 @@ fn every_heldout_item_is_judged_as_generated() {
 /// names its act in the dialogue's language; and it rewords a fair share of them.
 #[test]
 fn reworded_sft_dialogues_are_judged_as_generated() {
-    for h in crate::talk::HARMFUL {
-        assert!(h.3.is_some(), "an act for each request: {}", h.0);
-    }
     let seed = 5;
     let items = crate::dataset::training_items(seed, 2, 600);
     let mut reworded = crate::dataset::training_items(seed, 2, 600);
@@ -97,7 +94,7 @@ fn reworded_sft_dialogues_are_judged_as_generated() {
         } else if item.skill == Skill::Refusal {
             let act_named = crate::talk::HARMFUL
                 .iter()
-                .filter_map(|h| h.3)
+                .map(|h| h.3)
                 .any(|a| q1.contains(item.lang.of(a)));
             assert!(act_named || q1.contains(q0.as_str()), "{q0} -> {q1}");
         } else {
