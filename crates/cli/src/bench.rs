@@ -98,15 +98,17 @@ fn median(mut v: Vec<f64>) -> f64 {
     v[v.len() / 2]
 }
 
-/// Best f32 matmul rate on the model's own shapes, through the training path's linear
-/// layer (`x @ w^T`, the product every projection makes): the peak MFU is measured
+/// Best matmul rate on the model's own shapes, through the training path's linear
+/// layer (`x @ w^T`, the product every projection makes), in the dtype the training
+/// step multiplies in (f32, or bf16 operands under autocast): the peak MFU is measured
 /// against.
 fn matmul_peak(cfg: &Config, rows: usize, device: &Device) -> Result<f64> {
     let (c, f) = (cfg.hidden_size, cfg.intermediate_size);
+    let dtype = ferrochat_model::ops::autocast_dtype().unwrap_or(candle_core::DType::F32);
     let mut best: f64 = 0.0;
     for (m, k, n) in [(rows, c, f), (rows, f, c), (rows, c, c)] {
-        let a = Tensor::randn(0f32, 1.0, (m, k), device)?;
-        let w = Tensor::randn(0f32, 1.0, (n, k), device)?;
+        let a = Tensor::randn(0f32, 1.0, (m, k), device)?.to_dtype(dtype)?;
+        let w = Tensor::randn(0f32, 1.0, (n, k), device)?.to_dtype(dtype)?;
         let _ = ferrochat_model::ops::linear(&a, &w)?;
         let mut times = Vec::new();
         for _ in 0..5 {
@@ -130,8 +132,12 @@ fn train(a: TrainArgs) -> Result<()> {
     let mut opt = AdamW::new(params.clone(), AdamWConfig::default())?;
     let mut rng = ChaCha8Rng::seed_from_u64(0);
     let n = a.batch * a.seq;
+    // the forward (and the peak it is measured against) in the training precision
+    let autocast = ferrochat_train::trainer::precision().autocast(&device);
+    let _mixed = ferrochat_model::ops::autocast(autocast)?;
+    let products = autocast.map_or("f32".to_string(), |d| format!("{d:?} (autocast)"));
     eprintln!(
-        "bench train: preset {} ({:.2}M parameters), batch {} x seq {}, {} threads",
+        "bench train: preset {} ({:.2}M parameters), batch {} x seq {}, {} threads, {products} matrix products",
         a.preset,
         cfg.num_params() as f64 / 1e6,
         a.batch,
@@ -173,7 +179,7 @@ fn train(a: TrainArgs) -> Result<()> {
     let achieved = cfg.train_flops_per_token(a.seq) * tps / 1e9;
     let result = serde_json::json!({
         "preset": a.preset, "params": cfg.num_params(), "batch": a.batch, "seq": a.seq,
-        "vocab": a.vocab, "tied": !a.untied, "steps": a.steps,
+        "vocab": a.vocab, "tied": !a.untied, "steps": a.steps, "products": products,
         "step_secs_median": step, "tokens_per_sec": tps,
         "step_secs_min": times.iter().cloned().fold(f64::INFINITY, f64::min),
         "achieved_gflops": achieved, "matmul_peak_gflops": peak, "mfu": achieved / peak,
@@ -183,7 +189,7 @@ fn train(a: TrainArgs) -> Result<()> {
         "clip_and_optimizer_secs_median": median(t_opt.clone()),
     });
     println!(
-        "{:.0} tokens/s (median step {:.3}s), {:.1} GFLOP/s = {:.0}% of the measured f32 matmul peak {:.1} GFLOP/s",
+        "{:.0} tokens/s (median step {:.3}s), {:.1} GFLOP/s = {:.0}% of the measured {products} matmul peak {:.1} GFLOP/s",
         tps,
         step,
         achieved,

@@ -42,6 +42,17 @@ use clap::{Parser, Subcommand};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Arithmetic of training: auto (bf16 matrix products on a GPU, f32 on the CPU), f32,
+    /// or bf16 (mixed precision: bf16 products, f32 weights and optimizer)
+    #[arg(long, global = true, value_enum, default_value_t = Precision::Auto)]
+    precision: Precision,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum Precision {
+    Auto,
+    F32,
+    Bf16,
 }
 
 #[derive(Subcommand)]
@@ -113,6 +124,11 @@ enum Command {
 fn main() {
     runtime::tune();
     let cli = Cli::parse();
+    ferrochat_train::trainer::set_precision(match cli.precision {
+        Precision::Auto => ferrochat_train::trainer::Precision::Auto,
+        Precision::F32 => ferrochat_train::trainer::Precision::F32,
+        Precision::Bf16 => ferrochat_train::trainer::Precision::Bf16,
+    });
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -213,6 +213,59 @@ fn pretraining_learns_resumes_exactly_and_refuses_bad_input() {
     );
 }
 
+/// The dtypes of a safetensors file's tensors, from its header.
+fn safetensors_dtypes(path: &Path) -> std::collections::BTreeSet<String> {
+    let bytes = std::fs::read(path).unwrap();
+    let n = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + n]).unwrap();
+    header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| *k != "__metadata__")
+        .map(|(_, v)| v["dtype"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn mixed_precision_pretraining_learns_as_f32_does_and_keeps_f32_weights() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = prepared(tmp.path());
+    let (f32_run, bf16_run) = (tmp.path().join("f32"), tmp.path().join("bf16"));
+    ok(pretrain(&data, &f32_run, 80).args(["--precision", "f32"]));
+    ok(pretrain(&data, &bf16_run, 80).args(["--precision", "bf16"]));
+    let (exact, mixed) = (
+        meta_metric(&f32_run, "val_loss"),
+        meta_metric(&bf16_run, "val_loss"),
+    );
+    let unigram = meta_metric(&bf16_run, "unigram_loss");
+    assert!(mixed < unigram - 0.5, "bf16 {mixed}, unigram {unigram}");
+    // bf16 products change the run (it really multiplied in bf16) but not what it learns
+    assert!(
+        mixed != exact && (mixed - exact).abs() < 0.05,
+        "bf16 val loss {mixed} against f32 {exact}"
+    );
+    // the weights and the optimizer's moments are f32 (the optimizer also keeps an I64 count)
+    for f in ["model.safetensors", "trainer.safetensors"] {
+        let dtypes = safetensors_dtypes(&bf16_run.join(f));
+        let floats: Vec<&String> = dtypes
+            .iter()
+            .filter(|d| d.starts_with(['F', 'B']))
+            .collect();
+        assert_eq!(floats, ["F32"], "{f}");
+    }
+    let out = pretrain(&data, &tmp.path().join("x"), 5)
+        .args(["--precision", "f8"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "a usage error: {err}");
+    assert!(
+        err.contains("'f8'") && err.contains("auto, f32, bf16"),
+        "{err}"
+    );
+}
+
 #[test]
 fn a_mixture_of_experts_trains_resumes_and_fine_tunes() {
     let tmp = tempfile::tempdir().unwrap();

@@ -670,6 +670,63 @@ mod tests {
         assert!(grads.get(emb).is_some());
     }
 
+    #[test]
+    fn a_bf16_autocast_step_gives_f32_gradients_close_to_the_f32_step() {
+        let cfg = Config::preset("tiny", 40, 16).unwrap();
+        let w = weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
+        let vars: Vec<(String, candle_core::Var)> = w
+            .iter()
+            .map(|(n, t)| (n.clone(), candle_core::Var::from_tensor(t).unwrap()))
+            .collect();
+        let live: HashMap<String, Tensor> = vars
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect();
+        let m = Llama::new(&cfg, &live, &Device::Cpu).unwrap();
+        let (x, y) = (
+            ids().narrow(1, 0, 7).unwrap(),
+            ids().narrow(1, 1, 7).unwrap(),
+        );
+        let y = y.contiguous().unwrap();
+        let exact = m.loss(&x, &y).unwrap();
+        let exact_g = exact.backward().unwrap();
+        let mixed = {
+            let _bf16 = ops::autocast(Some(DType::BF16)).unwrap();
+            m.loss(&x, &y).unwrap()
+        };
+        let mixed_g = mixed.backward().unwrap();
+        let (a, b) = (
+            mixed.to_scalar::<f32>().unwrap(),
+            exact.to_scalar::<f32>().unwrap(),
+        );
+        assert!(a != b && (a - b).abs() < 1e-2 * b, "loss {a} against {b}");
+        for (name, v) in &vars {
+            let (g, e) = (
+                mixed_g.get(v.as_tensor()).unwrap(),
+                exact_g.get(v.as_tensor()).unwrap(),
+            );
+            // the master weights' gradients: f32, pointing the same way as f32's
+            assert_eq!(g.dtype(), DType::F32, "{name}");
+            let dot = (g * e)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            let norm = |t: &Tensor| {
+                t.sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .sqrt()
+            };
+            let cos = dot / (norm(g) * norm(e)).max(1e-12);
+            assert!(cos > 0.99, "{name}: cosine {cos} with the f32 gradient");
+        }
+    }
+
     fn moe(e: usize, k: usize, cap: Option<f64>, seed: u64) -> (Config, HashMap<String, Tensor>) {
         let cfg = Config::preset("tiny", 40, 16)
             .unwrap()

@@ -5,10 +5,11 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use candle_core::{Device, Tensor, Var};
-use ferrochat_model::{checkpoint, weights, Config, Llama};
+use candle_core::{DType, Device, Tensor, Var};
+use ferrochat_model::{checkpoint, ops, weights, Config, Llama};
 use ferrochat_tokenizer::Tokenizer;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
@@ -31,6 +32,43 @@ pub struct LoopOptions {
     pub eval_every: u64,
     pub sample_every: u64,
     pub checkpoint_every: u64,
+}
+
+/// The arithmetic of the training forward. The parameters, the optimizer and the
+/// gradients it steps with are f32 in every case; what changes is the matrix products
+/// (see [`ferrochat_model::ops::autocast`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// bf16 products on a GPU (its tensor cores), f32 on the CPU (whose fused kernels
+    /// are f32, and faster there than bf16).
+    #[default]
+    Auto,
+    F32,
+    /// Mixed precision: bf16 products, f32 master weights.
+    Bf16,
+}
+
+impl Precision {
+    /// The autocast dtype of a forward on `device`.
+    pub fn autocast(self, device: &Device) -> Option<DType> {
+        match self {
+            Self::Auto => device.is_cuda().then_some(DType::BF16),
+            Self::F32 => None,
+            Self::Bf16 => Some(DType::BF16),
+        }
+    }
+}
+
+static PRECISION: OnceLock<Precision> = OnceLock::new();
+
+/// Sets the process's training precision (the command line's `--precision`), once.
+pub fn set_precision(p: Precision) {
+    let _ = PRECISION.set(p);
+}
+
+/// The process's training precision; [`Precision::Auto`] unless set.
+pub fn precision() -> Precision {
+    PRECISION.get().copied().unwrap_or_default()
 }
 
 /// What one micro-batch contributes: its loss (differentiable), the tokens it trained
@@ -70,6 +108,9 @@ pub struct Run<'a> {
     /// Weights held at zero through training (pruned ones): each variable and its 0/1 mask,
     /// reapplied after every optimizer step. See [`Run::keep_zeros`].
     pub zero_masks: Vec<(Var, Tensor)>,
+    /// The dtype the training forward's matrix products are cast to, if any (from
+    /// [`precision`] and the device); evaluation runs in f32.
+    pub autocast: Option<DType>,
     started: Instant,
     resume_key: serde_json::Value,
 }
@@ -161,6 +202,12 @@ impl<'a> Run<'a> {
         let world = dist::world();
         let all: Vec<(String, Var)> = params.iter().chain(&heads).cloned().collect();
         dist::sync_start(world, &all, step)?;
+        let autocast = precision().autocast(device);
+        if let Some(d) = autocast {
+            hooks.message(&format!(
+                "mixed precision: {d:?} matrix products, f32 weights and optimizer"
+            ));
+        }
         Ok(Self {
             stage,
             out,
@@ -175,6 +222,7 @@ impl<'a> Run<'a> {
             rng,
             world,
             zero_masks: Vec::new(),
+            autocast,
             started: Instant::now() - Duration::from_secs_f64(elapsed),
             resume_key,
         })
@@ -260,7 +308,10 @@ impl<'a> Run<'a> {
             let (mut loss_sum, mut step_tokens) = (0.0, 0u64);
             let mut stats: Vec<(&'static str, f64)> = Vec::new();
             for _ in 0..lo.grad_accum {
-                let m = micro(&self.model, &mut self.rng, self.step)?;
+                let m = {
+                    let _mixed = ops::autocast(self.autocast)?;
+                    micro(&self.model, &mut self.rng, self.step)?
+                };
                 step_tokens += m.tokens;
                 for (k, v) in m.stats {
                     match stats.iter_mut().find(|s| s.0 == k) {

@@ -5,6 +5,11 @@
 //!
 //! Every public function here is differentiable. Shapes use B batch, T time, H heads,
 //! D head size, V vocabulary.
+//!
+//! [`autocast`] turns on mixed precision for the matrix products (bf16 on a GPU's tensor
+//! cores), as PyTorch's autocast does: parameters and everything else stay f32.
+
+use std::cell::Cell;
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
@@ -32,6 +37,64 @@ fn fused_ok(ts: &[&Tensor]) -> bool {
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
 }
 
+/// As [`fused_ok`], for the operations that multiply matrices: the fused kernels compute
+/// in f32, so under [`autocast`] the composite versions run (and cast).
+fn fused_mm_ok(ts: &[&Tensor]) -> bool {
+    autocast_dtype().is_none() && fused_ok(ts)
+}
+
+thread_local! {
+    static AUTOCAST: Cell<Option<DType>> = const { Cell::new(None) };
+}
+
+/// Mixed precision for the matrix products made on this thread while the returned guard
+/// lives: every projection, the attention scores and their weighted sum, and the
+/// language-model head multiply their operands cast to `dtype` (bf16 or f16) and hand
+/// back f32. Normalisation, softmax, the loss and the parameters stay f32, and the
+/// casts are differentiable, so the gradients reach the f32 parameters in f32 (the
+/// "master weights"). `None` turns it off; dropping the guard restores what was before.
+///
+/// Backward needs no guard: it multiplies the low-precision copies the forward kept.
+pub fn autocast(dtype: Option<DType>) -> Result<Autocast> {
+    if let Some(d) = dtype {
+        if !matches!(d, DType::BF16 | DType::F16) {
+            candle_core::bail!("autocast multiplies in bf16 or f16, not {d:?}");
+        }
+    }
+    Ok(Autocast {
+        before: AUTOCAST.with(|a| a.replace(dtype)),
+    })
+}
+
+/// The dtype this thread's matrix products are cast to, if [`autocast`] is on.
+pub fn autocast_dtype() -> Option<DType> {
+    AUTOCAST.with(|a| a.get())
+}
+
+/// Keeps [`autocast`]'s setting while it lives.
+#[must_use = "autocast is off again once the guard is dropped"]
+pub struct Autocast {
+    before: Option<DType>,
+}
+
+impl Drop for Autocast {
+    fn drop(&mut self) {
+        AUTOCAST.with(|a| a.set(self.before));
+    }
+}
+
+/// `a @ b` under [`autocast`]: both operands cast to its dtype, the product back to f32
+/// (the operands' own dtype when it is off).
+fn mm(a: &Tensor, b: &Tensor) -> Result<Tensor> {
+    match autocast_dtype() {
+        Some(d) if a.dtype() != d || b.dtype() != d => {
+            let out = a.dtype();
+            a.to_dtype(d)?.matmul(&b.to_dtype(d)?)?.to_dtype(out)
+        }
+        _ => a.matmul(b),
+    }
+}
+
 /// RMSNorm: `x / sqrt(mean(x^2) + eps) * weight`.
 /// x (..., d), weight (d) -> (..., d)
 pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -56,7 +119,7 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 /// at absolute position Tk - Tq + i and sees keys 0..=that position.
 /// -> (B, Tq, Hq, D)
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
-    if fused_ok(&[q, k, v]) {
+    if fused_mm_ok(&[q, k, v]) {
         return attention::causal_attention(q, k, v, scale);
     }
     composite::causal_attention(q, k, v, scale)
@@ -80,7 +143,7 @@ pub fn linear_heads(
     rope: Option<(&Tensor, &Tensor)>,
 ) -> Result<Tensor> {
     let tables: Vec<&Tensor> = rope.iter().flat_map(|(c, s)| [*c, *s]).collect();
-    if fused_ok(&[x, w]) && fused_ok(&tables) && x.rank() == 2 && w.rank() == 2 {
+    if fused_mm_ok(&[x, w]) && fused_ok(&tables) && x.rank() == 2 && w.rank() == 2 {
         return heads::linear_heads(x, w, shape, rope);
     }
     let y = linear(x, w)?.reshape(shape)?;
@@ -95,7 +158,7 @@ pub fn linear_heads(
 /// res (N, C), w (C, K) -> (N, C)
 pub fn linear_residual(res: &Tensor, a: &Tensor, w: &Tensor) -> Result<Tensor> {
     let (n, _) = res.dims2()?;
-    if fused_ok(&[res, a, w]) && w.rank() == 2 && (a.rank() == 2 || a.is_contiguous()) {
+    if fused_mm_ok(&[res, a, w]) && w.rank() == 2 && (a.rank() == 2 || a.is_contiguous()) {
         return linear::linear_residual(res, a, w);
     }
     let k = a.elem_count().checked_div(n).unwrap_or(0);
@@ -105,7 +168,7 @@ pub fn linear_residual(res: &Tensor, a: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// The first half of a SwiGLU MLP: `swiglu(linear(x, w_gate), linear(x, w_up))`.
 /// x (N, C), w_gate/w_up (F, C) -> (N, F)
 pub fn swiglu_linear(x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<Tensor> {
-    if fused_ok(&[x, w_gate, w_up]) && x.rank() == 2 && w_gate.rank() == 2 && w_up.rank() == 2 {
+    if fused_mm_ok(&[x, w_gate, w_up]) && x.rank() == 2 && w_gate.rank() == 2 && w_up.rank() == 2 {
         return swiglu::swiglu_linear(x, w_gate, w_up);
     }
     swiglu(&linear(x, w_gate)?, &linear(x, w_up)?)
@@ -114,7 +177,7 @@ pub fn swiglu_linear(x: &Tensor, w_gate: &Tensor, w_up: &Tensor) -> Result<Tenso
 /// A linear layer without bias: `x @ w^T`, in Hugging Face's weight layout.
 /// x (N, in), w (out, in) -> (N, out)
 pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    if fused_ok(&[x, w]) && x.rank() == 2 && w.rank() == 2 {
+    if fused_mm_ok(&[x, w]) && x.rank() == 2 && w.rank() == 2 {
         return linear::linear(x, w);
     }
     composite::linear(x, w)
@@ -124,7 +187,7 @@ pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
 /// `cross_entropy(linear(x, w), targets)` gives, without holding the logits on CPU.
 /// x (N, C), w (V, C), targets (N) u32 -> scalar.
 pub fn linear_cross_entropy(x: &Tensor, w: &Tensor, targets: &Tensor) -> Result<Tensor> {
-    if fused_ok(&[x, w])
+    if fused_mm_ok(&[x, w])
         && x.rank() == 2
         && w.rank() == 2
         && targets.device().is_cpu()
@@ -152,7 +215,7 @@ pub mod composite {
     use super::*;
 
     pub fn linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-        x.matmul(&w.t()?)
+        mm(x, &w.t()?)
     }
 
     pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
@@ -189,7 +252,7 @@ pub mod composite {
         };
         let k = expand(k)?;
         let v = expand(v)?;
-        let att = (q.matmul(&k.t()?)? * scale)?; // (B, Hq, Tq, Tk)
+        let att = (mm(&q, &k.t()?)? * scale)?; // (B, Hq, Tq, Tk)
         let offset = tk - tq;
         let mask: Vec<f32> = (0..tq)
             .flat_map(|i| {
@@ -205,7 +268,7 @@ pub mod composite {
         let mask = Tensor::from_vec(mask, (tq, tk), q.device())?.to_dtype(att.dtype())?;
         let att = att.broadcast_add(&mask)?;
         let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        att.matmul(&v)?.transpose(1, 2)?.contiguous()
+        mm(&att, &v)?.transpose(1, 2)?.contiguous()
     }
 
     pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {

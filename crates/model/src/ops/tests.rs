@@ -513,3 +513,97 @@ fn fused_ops_match_finite_differences() -> Result<()> {
         heads::linear_heads(&hx, w, (1, 3, 2, 4), Some((&cos, &sin)))
     })
 }
+
+/// Gradients of `sum(out * w)` for a fixed random `w`, for each of `ts`.
+fn grads_of(out: &Tensor, ts: &[&Tensor]) -> Result<Vec<Tensor>> {
+    let w = rand_tensor(98, out.dims(), 1.0)?;
+    let g = (out * &w)?.sum_all()?.backward()?;
+    Ok(ts
+        .iter()
+        .map(|t| g.get(t).expect("every input has a gradient").clone())
+        .collect())
+}
+
+#[test]
+fn autocast_multiplies_in_bf16_and_hands_back_f32_gradients() -> Result<()> {
+    use candle_core::DType;
+    let (x, w) = (var(81, &[33, 19], 1.0)?, var(82, &[27, 19], 1.0)?);
+    let (x, w) = (x.as_tensor(), w.as_tensor());
+    let exact = super::linear(x, w)?;
+    let exact_g = grads_of(&exact, &[x, w])?;
+    let (y, g) = {
+        let _bf16 = super::autocast(Some(DType::BF16))?;
+        assert_eq!(super::autocast_dtype(), Some(DType::BF16));
+        let y = super::linear(x, w)?;
+        (y.clone(), grads_of(&y, &[x, w])?)
+    };
+    assert_eq!(super::autocast_dtype(), None, "the guard restores f32");
+    // the product is bf16 operands multiplied and widened back, nothing else
+    let by_hand = x
+        .to_dtype(DType::BF16)?
+        .matmul(&w.to_dtype(DType::BF16)?.t()?)?
+        .to_dtype(DType::F32)?;
+    assert_eq!(y.dtype(), DType::F32);
+    assert_eq!(rel_diff(&y, &by_hand)?, 0.0);
+    let d = rel_diff(&y, &exact)?;
+    assert!(d > 0.0 && d < 2e-2, "bf16 product is {d} from f32");
+    for (i, (g, e)) in g.iter().zip(&exact_g).enumerate() {
+        assert_eq!(
+            g.dtype(),
+            DType::F32,
+            "gradient {i} reaches the f32 input in f32"
+        );
+        let d = rel_diff(g, e)?;
+        assert!(d < 2e-2, "gradient {i} is {d} from f32");
+    }
+    // after the guard, the fused f32 kernel again, to the bit
+    assert_eq!(rel_diff(&super::linear(x, w)?, &exact)?, 0.0);
+    Ok(())
+}
+
+#[test]
+fn autocast_attention_and_loss_stay_close_to_f32() -> Result<()> {
+    use candle_core::DType;
+    let q = var(83, &[2, 6, 4, 8], 1.0)?;
+    let k = var(84, &[2, 6, 2, 8], 1.0)?;
+    let v = var(85, &[2, 6, 2, 8], 1.0)?;
+    let ins = [q.as_tensor(), k.as_tensor(), v.as_tensor()];
+    let exact = super::causal_attention(ins[0], ins[1], ins[2], 0.35)?;
+    let exact_g = grads_of(&exact, &ins)?;
+    let _bf16 = super::autocast(Some(DType::BF16))?;
+    let out = super::causal_attention(ins[0], ins[1], ins[2], 0.35)?;
+    assert_eq!(out.dtype(), DType::F32);
+    assert!(rel_diff(&out, &exact)? < 2e-2);
+    for (i, (g, e)) in grads_of(&out, &ins)?.iter().zip(&exact_g).enumerate() {
+        assert_eq!(g.dtype(), DType::F32);
+        let d = rel_diff(g, e)?;
+        assert!(d < 3e-2, "attention gradient {i} is {d} from f32");
+    }
+    // the head's loss: bf16 logits, f32 softmax
+    let (hx, hw) = (var(86, &[9, 16], 1.0)?, var(87, &[30, 16], 1.0)?);
+    let t = targets(9, 30, 4)?;
+    let lo = super::linear_cross_entropy(hx.as_tensor(), hw.as_tensor(), &t)?;
+    drop(_bf16);
+    let exact = super::linear_cross_entropy(hx.as_tensor(), hw.as_tensor(), &t)?;
+    let (lo, exact) = (lo.to_scalar::<f32>()?, exact.to_scalar::<f32>()?);
+    assert!(
+        (lo - exact).abs() < 1e-2 * exact.abs(),
+        "{lo} against {exact}"
+    );
+    Ok(())
+}
+
+#[test]
+fn autocast_nests_and_refuses_a_wide_dtype() -> Result<()> {
+    use candle_core::DType;
+    assert!(super::autocast(Some(DType::F32)).is_err());
+    let outer = super::autocast(Some(DType::BF16))?;
+    {
+        let _off = super::autocast(None)?;
+        assert_eq!(super::autocast_dtype(), None);
+    }
+    assert_eq!(super::autocast_dtype(), Some(DType::BF16));
+    drop(outer);
+    assert_eq!(super::autocast_dtype(), None);
+    Ok(())
+}
