@@ -5,20 +5,35 @@
 # stand-in libcuda.so (the driver's symbols, empty) satisfies the linker; the real
 # libcuda.so.1 is loaded at run time. With a CUDA toolkit installed, plain
 # `cargo build --release -p ferrochat-cli --features cuda` does the same.
-#   scripts/build_cuda.sh [COMPUTE_CAP]     # default 90 (H100/H200)
+#   scripts/build_cuda.sh [COMPUTE_CAP] [--nccl]   # default 90 (H100/H200)
+# --nccl adds data-parallel training across GPUs (features nccl and mpi: NCCL's library
+# from its PyPI wheel, Open MPI from Debian); run it with NCCL's library on
+# LD_LIBRARY_PATH too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-CAP=${1:-90}
+CAP=90 FEATURES=cuda NCCL=
+for a in "$@"; do
+  case "$a" in
+    --nccl) FEATURES="cuda nccl" NCCL="nvidia-nccl-cu13==2.30.*";;
+    [0-9]*) CAP=$a;;
+    *) echo "usage: scripts/build_cuda.sh [COMPUTE_CAP] [--nccl]" >&2; exit 2;;
+  esac
+done
+if [[ -n "$NCCL" ]]; then
+  source scripts/mpi.sh
+  ensure_mpi || { echo "--nccl needs Open MPI and libclang (Debian: openmpi-bin libopenmpi-dev libclang-dev)" >&2; exit 1; }
+fi
 TOOLS="$(pwd)/target/cuda-tools"
 python3 -m venv "$TOOLS/venv"
 "$TOOLS/venv/bin/pip" install -q --disable-pip-version-check \
   "nvidia-cuda-nvcc==13.0.*" "nvidia-nvvm==13.0.*" "nvidia-cuda-crt==13.0.*" \
   "nvidia-cuda-runtime==13.0.*" "nvidia-cuda-cccl==13.0.*" "nvidia-cuda-nvrtc==13.0.*" \
-  "nvidia-cublas==13.0.*" "nvidia-curand"
+  "nvidia-cublas==13.0.*" "nvidia-curand" $NCCL
 CU=$(echo "$TOOLS"/venv/lib/python3*/site-packages/nvidia/cu13)
 LINK="$TOOLS/link"
 mkdir -p "$LINK"
-for f in "$CU"/lib/lib{cublas,cublasLt,curand,nvrtc,cudart}.so.*; do
+for f in "$CU"/lib/lib{cublas,cublasLt,curand,nvrtc,cudart}.so.* "$CU"/../nccl/lib/libnccl.so.*; do
+  [[ -e "$f" ]] || continue
   [[ "$f" == *builtins* || "$f" == *.alt.* ]] && continue
   b=$(basename "$f"); ln -sf "$f" "$LINK/$b"; ln -sf "$f" "$LINK/${b%%.so*}.so"
 done
@@ -30,5 +45,5 @@ SYS=$(ls -d "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/cudarc-*/src/driver/sys
 } > "$LINK/stub.c"
 gcc -shared -fPIC -o "$LINK/libcuda.so" -Wl,-soname,libcuda.so.1 "$LINK/stub.c"
 PATH="$CU/bin:$PATH" CUDA_COMPUTE_CAP=$CAP CUDA_PATH="$CU" CUDA_ROOT="$CU" LIBRARY_PATH="$LINK" \
-  CARGO_TARGET_DIR=target/cuda cargo build --release -p ferrochat-cli --features cuda
-echo "built target/cuda/release/ferrochat (compute capability $CAP); run it with the CUDA 13 libraries on LD_LIBRARY_PATH"
+  CARGO_TARGET_DIR=target/cuda cargo build --release -p ferrochat-cli --features "$FEATURES"
+echo "built target/cuda/release/ferrochat ($FEATURES, compute capability $CAP); run it with the CUDA 13 libraries on LD_LIBRARY_PATH"

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferrochat_tokenizer::Tokenizer;
-use ferrochat_train::{ConsoleHooks, DpoOptions, DpoSummary};
+use ferrochat_train::dist;
+use ferrochat_train::{ConsoleHooks, DpoOptions, DpoSummary, Hooks, Silent};
 
 use crate::records::PreferenceArgs;
 
@@ -56,11 +57,15 @@ pub struct Args {
     pub quiet: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel processes (started by `mpirun -np N`; needs the `mpi` build): each
+    /// trains on --batch records of every step, so the global batch is N times larger
+    #[arg(long)]
+    pub world_size: Option<usize>,
 }
 
 pub fn run(a: Args) -> Result<()> {
     let s = train(&a)?;
-    if !a.quiet {
+    if !a.quiet && dist::world().is_main() {
         println!(
             "{} steps in {:.0}s; held-out preference accuracy {:.1}% -> {:.1}%, DPO loss {:.3} -> {:.3}{}",
             s.steps,
@@ -99,10 +104,17 @@ pub fn train(a: &Args) -> Result<DpoSummary> {
         kl_samples: a.kl_samples,
         max_new_tokens: 96,
     };
-    let mut hooks = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")));
+    let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")));
+    // rank 0 of a data-parallel run logs and writes; the others stay silent
+    let mut silent = Silent;
+    let main = dist::world().is_main();
+    let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
     let s = ferrochat_train::dpo(
-        &opts, &a.base, &tok, &train, &val, &a.output, a.resume, &device, &mut hooks,
+        &opts, &a.base, &tok, &train, &val, &a.output, a.resume, &device, hooks,
     )?;
+    if !main {
+        return Ok(s);
+    }
     let path = a.output.join("dpo.json");
     std::fs::write(&path, serde_json::to_string_pretty(&s)?)
         .with_context(|| format!("writing {}", path.display()))?;

@@ -138,14 +138,16 @@ fn main() {
         // colours for a terminal, plain lines for a log file
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    if !matches!(
-        cli.command,
-        Command::Pretrain(_) | Command::Sft(_) | Command::Distill(_)
-    ) {
+    let trains_in_parallel = match &cli.command {
+        Command::Pretrain(_) | Command::Sft(_) | Command::Distill(_) | Command::Dpo(_) => true,
+        Command::Reward(c) => c.sub.is_none(),
+        _ => false,
+    };
+    if !trains_in_parallel {
         if let Some((_, n)) = ferrochat_train::dist::launched().filter(|(_, n)| *n > 1) {
             eprintln!(
-                "error: started by an MPI launcher with {n} processes, but only `pretrain`, `sft` \
-                 and `distill` train data-parallel: run this command as one process"
+                "error: started by an MPI launcher with {n} processes, but only `pretrain`, `sft`, \
+                 `distill`, `reward` and `dpo` train data-parallel: run this command as one process"
             );
             std::process::exit(2);
         }
@@ -167,10 +169,10 @@ fn main() {
             let out = a.output.clone();
             data_parallel(a.world_size, || distill::run(a), &out)
         }
-        Command::Reward(c) => {
-            let out = c.sub.is_none().then(|| c.train.output.clone()).flatten();
-            reward::run(c).map(|()| out.iter().for_each(|o| report::refresh(o)))
-        }
+        Command::Reward(c) => match c.sub.is_none().then(|| c.train.output.clone()).flatten() {
+            Some(out) => data_parallel(c.train.world_size, || reward::run(c), &out),
+            None => reward::run(c),
+        },
         Command::Ppo(a) => {
             let out = a.common.output.clone();
             rl::ppo(a).map(|()| report::refresh(&out))
@@ -181,7 +183,7 @@ fn main() {
         }
         Command::Dpo(a) => {
             let out = a.output.clone();
-            dpo::run(a).map(|()| report::refresh(&out))
+            data_parallel(a.world_size, || dpo::run(a), &out)
         }
         Command::Report(a) => report::run(a),
         Command::Export(c) => export::run(c),

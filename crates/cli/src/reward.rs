@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context, Result};
 use ferrochat_text::{read_conversations, Message, Role};
 use ferrochat_tokenizer::Tokenizer;
-use ferrochat_train::{ConsoleHooks, RewardOptions, RewardSummary, RmEval};
+use ferrochat_train::dist;
+use ferrochat_train::{ConsoleHooks, Hooks, RewardOptions, RewardSummary, RmEval, Silent};
 
 use crate::records::PreferenceArgs;
 
@@ -72,6 +73,10 @@ pub struct Args {
     pub quiet: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel processes (started by `mpirun -np N`; needs the `mpi` build): each
+    /// trains on --batch records of every step, so the global batch is N times larger
+    #[arg(long)]
+    pub world_size: Option<usize>,
 }
 
 #[derive(clap::Args)]
@@ -100,7 +105,7 @@ pub fn run(c: Command) -> Result<()> {
         None => {
             let a = c.train;
             let s = train(&a)?;
-            if !a.quiet {
+            if !a.quiet && dist::world().is_main() {
                 print_summary(&s);
                 if let Some(out) = &a.output {
                     println!("checkpoint: {}", out.display());
@@ -152,10 +157,17 @@ pub fn train(a: &Args) -> Result<RewardSummary> {
         checkpoint_every: a.checkpoint_every,
         seed: a.seed,
     };
-    let mut hooks = ConsoleHooks::new(a.quiet, Some(output.join("metrics.jsonl")));
+    let mut console = ConsoleHooks::new(a.quiet, Some(output.join("metrics.jsonl")));
+    // rank 0 of a data-parallel run logs and writes; the others stay silent
+    let mut silent = Silent;
+    let main = dist::world().is_main();
+    let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
     let s = ferrochat_train::reward(
-        &opts, base, &tok, &train, &val, output, a.resume, &device, &mut hooks,
+        &opts, base, &tok, &train, &val, output, a.resume, &device, hooks,
     )?;
+    if !main {
+        return Ok(s);
+    }
     let path = output.join("reward.json");
     std::fs::write(&path, serde_json::to_string_pretty(&s)?)
         .with_context(|| format!("writing {}", path.display()))?;

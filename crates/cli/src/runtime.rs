@@ -36,7 +36,8 @@ pub fn tune() {
     }
 }
 
-/// `--device cpu|cuda[:N]`.
+/// `--device cpu|cuda[:N]`. Plain `cuda` is the first GPU, or under an MPI launcher the
+/// GPU of this rank's place on its machine (rank 1 of a machine on GPU 1, ...).
 pub fn device(name: &str) -> Result<Device> {
     match name {
         "cpu" => Ok(Device::Cpu),
@@ -45,7 +46,7 @@ pub fn device(name: &str) -> Result<Device> {
                 Some(i) => i
                     .parse()
                     .map_err(|_| anyhow::anyhow!("bad device `{n}`: use cuda or cuda:N"))?,
-                None => 0,
+                None => ferrochat_train::dist::local_rank(),
             };
             if !candle_core::utils::cuda_is_available() {
                 bail!("--device {n}: this ferrochat was built without CUDA (rebuild with `--features cuda`)");

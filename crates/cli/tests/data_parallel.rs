@@ -149,8 +149,68 @@ fn several_ranks_need_a_launcher_and_a_training_command() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(
-        err.contains("only `pretrain`, `sft` and `distill`"),
-        "{err}"
+    assert!(err.contains("only `pretrain`, `sft`, `distill`"), "{err}");
+}
+
+#[test]
+fn the_reward_model_and_dpo_train_data_parallel_like_one_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = common::prepared(tmp.path(), &common::SMALL);
+    let base = tmp.path().join("base");
+    run_ok(
+        bin()
+            .args(["pretrain", "--quiet", "--preset", "tiny", "--seq", "64"])
+            .args(["--batch", "8", "--steps", "20", "--eval-every", "0"])
+            .arg("--data")
+            .arg(&data)
+            .arg("--output")
+            .arg(&base)
+            .stdout(std::process::Stdio::null()),
     );
+    let comparisons = tmp.path().join("world/comparisons.jsonl");
+    // the same 6 steps of 4 records: one process with batch 4, two ranks with 2 each
+    let stage = |c: &mut Command, stage: &str, batch: &str, out: &Path| {
+        c.args([
+            stage,
+            "--quiet",
+            "--steps",
+            "6",
+            "--eval-every",
+            "0",
+            "--warmup",
+            "2",
+        ])
+        .args(["--batch", batch, "--lr", "1e-3"])
+        .arg("--base")
+        .arg(&base)
+        .arg("--data")
+        .arg(&comparisons)
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+        if stage == "dpo" {
+            c.args(["--kl-samples", "0"]);
+        }
+    };
+    for name in ["reward", "dpo"] {
+        let one = tmp.path().join(format!("{name}1"));
+        let mut c = bin();
+        stage(&mut c, name, "4", &one);
+        run_ok(&mut c);
+        let two = tmp.path().join(format!("{name}2"));
+        let mut c = mpirun(2);
+        stage(&mut c, name, "2", &two);
+        run_ok(c.args(["--world-size", "2"]));
+        let (l1, l2) = (losses(&one), losses(&two));
+        assert_eq!(
+            l1.len(),
+            6,
+            "{name}: one log line per step, from rank 0 only"
+        );
+        assert_close(&l1, &l2, &format!("{name}: 2 ranks x 2 records vs 1 x 4"));
+        assert!(
+            two.join(format!("{name}.json")).exists(),
+            "{name}: rank 0 reports"
+        );
+    }
 }

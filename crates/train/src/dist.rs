@@ -3,9 +3,11 @@
 //! figures, start every rank from rank 0's weights).
 //!
 //! The processes are started by an MPI launcher (`mpirun -np N ferrochat pretrain ...`,
-//! one process per core, socket or machine) and talk over MPI, built with the `mpi`
-//! feature. Without a launcher the world is one process and every collective is a no-op,
-//! so the same training loop serves both.
+//! one process per core, socket, GPU or machine) and talk over MPI, built with the `mpi`
+//! feature. Built with `nccl` as well, ranks training on GPUs average their gradients
+//! with NCCL on the devices instead (MPI hands NCCL its rendezvous id and carries the
+//! small figures). Without a launcher the world is one process and every collective is a
+//! no-op, so the same training loop serves both.
 
 use std::sync::OnceLock;
 
@@ -43,6 +45,18 @@ pub fn launched() -> Option<(usize, usize)> {
     let size = var(&["OMPI_COMM_WORLD_SIZE", "PMI_SIZE"])?;
     let rank = var(&["OMPI_COMM_WORLD_RANK", "PMI_RANK"]).unwrap_or(0);
     Some((rank, size))
+}
+
+/// This rank's place among the ranks on its machine (to give each its own GPU).
+pub fn local_rank() -> usize {
+    [
+        "OMPI_COMM_WORLD_LOCAL_RANK",
+        "MPI_LOCALRANKID",
+        "PMI_LOCAL_RANK",
+    ]
+    .iter()
+    .find_map(|n| std::env::var(n).ok()?.parse::<usize>().ok())
+    .unwrap_or(0)
 }
 
 /// How many ranks share this machine (to split its cores between them).
@@ -148,6 +162,21 @@ impl World {
     }
 }
 
+/// This rank's share of a global batch that every rank draws alike from the same seeded
+/// stream: of `per_rank * ranks` draws, the `per_rank` at this rank's place. One process
+/// alone keeps them all, so a run of N ranks with batch b sees what one process with
+/// batch N * b sees.
+pub fn my_share<T>(world: World, per_rank: usize, mut draw: impl FnMut() -> T) -> Vec<T> {
+    let mut mine = Vec::with_capacity(per_rank);
+    for i in 0..per_rank * world.size() {
+        let x = draw();
+        if i / per_rank == world.rank() {
+            mine.push(x);
+        }
+    }
+    mine
+}
+
 /// A stage's resume key with the world size added when there is more than one rank: the
 /// global batch grows with it, so a run resumes only with the size it started with (a
 /// one-process run's key is unchanged).
@@ -195,6 +224,10 @@ pub fn average_grads(
 ) -> candle_core::Result<()> {
     if world.size() == 1 {
         return Ok(());
+    }
+    #[cfg(feature = "nccl")]
+    if vars.first().is_some_and(|(_, v)| v.device().is_cuda()) {
+        return nccl::average_grads(grads, vars);
     }
     let total: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut buf = Vec::with_capacity(total);
@@ -248,6 +281,130 @@ mod imp {
             comm.process_at_rank(0).broadcast_into(part);
         }
     }
+
+    #[cfg(feature = "nccl")]
+    pub fn broadcast_i8(buf: &mut [i8]) {
+        SimpleCommunicator::world()
+            .process_at_rank(0)
+            .broadcast_into(buf);
+    }
+}
+
+/// Gradient averaging on the GPUs: every gradient packed into one f32 buffer on the
+/// device, averaged over the ranks by one NCCL all-reduce on the stream candle computes
+/// on, and unpacked; nothing crosses to the host.
+#[cfg(feature = "nccl")]
+mod nccl {
+    use std::sync::{Mutex, OnceLock};
+
+    use candle_core::backprop::GradStore;
+    use candle_core::cuda_backend::cudarc::nccl::safe::{Comm, Id, ReduceOp};
+    use candle_core::cuda_backend::{CudaDType, CudaStorage};
+    use candle_core::{CustomOp1, DType, Device, Layout, Shape, Tensor, Var};
+
+    /// The communicator: NCCL's handle may be used from any thread, one call at a time,
+    /// which the mutex around it ensures.
+    struct Shared(Comm);
+    // SAFETY: only reached through the mutex below, so never used by two threads at once.
+    unsafe impl Send for Shared {}
+
+    static COMM: OnceLock<Mutex<Shared>> = OnceLock::new();
+
+    /// The communicator of this rank's GPU, made on first use: rank 0 draws NCCL's id and
+    /// MPI broadcasts it, then every rank joins on the stream of `device`. All ranks get
+    /// here at the same step (the first all-reduce), as the collective needs.
+    fn comm(device: &Device) -> candle_core::Result<&'static Mutex<Shared>> {
+        if let Some(c) = COMM.get() {
+            return Ok(c);
+        }
+        let Device::Cuda(dev) = device else {
+            candle_core::bail!("NCCL averages gradients on a GPU, not on {device:?}");
+        };
+        let world = super::world();
+        let mut id = [0i8; 128];
+        if world.is_main() {
+            let drawn = Id::new().map_err(|e| nccl_error("drawing a rendezvous id", e))?;
+            for (d, s) in id.iter_mut().zip(drawn.internal()) {
+                *d = *s as i8;
+            }
+        }
+        super::imp::broadcast_i8(&mut id);
+        let id = Id::uninit(id.map(|b| b as _));
+        let comm = Comm::from_rank(dev.cuda_stream(), world.rank(), world.size(), id)
+            .map_err(|e| nccl_error("joining the ranks", e))?;
+        Ok(COMM.get_or_init(|| Mutex::new(Shared(comm))))
+    }
+
+    fn nccl_error(what: &str, e: impl std::fmt::Debug) -> candle_core::Error {
+        candle_core::Error::Msg(format!(
+            "NCCL failed {what}: {e:?} (NCCL_DEBUG=WARN tells more)"
+        ))
+    }
+
+    /// The mean over the ranks of a contiguous f32 tensor on a GPU.
+    struct Average(&'static Mutex<Shared>);
+
+    impl CustomOp1 for Average {
+        fn name(&self) -> &'static str {
+            "nccl-average"
+        }
+
+        fn cpu_fwd(
+            &self,
+            _: &candle_core::CpuStorage,
+            _: &Layout,
+        ) -> candle_core::Result<(candle_core::CpuStorage, Shape)> {
+            candle_core::bail!("the NCCL average runs on a GPU")
+        }
+
+        fn cuda_fwd(
+            &self,
+            s: &CudaStorage,
+            l: &Layout,
+        ) -> candle_core::Result<(CudaStorage, Shape)> {
+            let Some((from, to)) = l.contiguous_offsets() else {
+                candle_core::bail!("the NCCL average needs a contiguous buffer");
+            };
+            let src = f32::as_cuda_slice(s)?.slice(from..to);
+            let mut dst = s.device.alloc_zeros::<f32>(to - from)?;
+            let comm = self.0.lock().map_err(|_| {
+                candle_core::Error::Msg("a rank panicked during an all-reduce".into())
+            })?;
+            comm.0
+                .all_reduce(&src, &mut dst, &ReduceOp::Avg)
+                .map_err(|e| nccl_error("averaging the gradients", e))?;
+            Ok((
+                CudaStorage::wrap_cuda_slice(dst, s.device.clone()),
+                l.shape().clone(),
+            ))
+        }
+    }
+
+    pub fn average_grads(grads: &mut GradStore, vars: &[(String, Var)]) -> candle_core::Result<()> {
+        let device = vars[0].1.device().clone();
+        let mut parts = Vec::with_capacity(vars.len());
+        for (_, v) in vars {
+            parts.push(match grads.get(v.as_tensor()) {
+                Some(g) => g.to_dtype(DType::F32)?.flatten_all()?,
+                None => Tensor::zeros(v.elem_count(), DType::F32, &device)?,
+            });
+        }
+        let packed = Tensor::cat(&parts, 0)?;
+        drop(parts);
+        let mean = packed.apply_op1_no_bwd(&Average(comm(&device)?))?;
+        let mut at = 0;
+        for (_, v) in vars {
+            let t = v.as_tensor();
+            let n = t.elem_count();
+            let g = mean
+                .narrow(0, at, n)?
+                .reshape(t.shape())?
+                .to_dtype(t.dtype())?;
+            at += n;
+            grads.insert(t, g);
+        }
+        Ok(())
+    }
 }
 
 #[cfg(not(feature = "mpi"))]
@@ -274,6 +431,25 @@ mod tests {
         assert!(e.contains("mpirun -np 2"), "{e}");
         let w = world();
         assert_eq!((w.rank(), w.size(), w.is_main()), (0, 1, true));
+        let mut n = 0;
+        assert_eq!(
+            my_share(w, 3, || {
+                n += 1;
+                n
+            }),
+            [1, 2, 3]
+        );
+        // the second of three ranks keeps the middle of each global batch
+        let mut n = 0;
+        let second = World { rank: 1, size: 3 };
+        assert_eq!(
+            my_share(second, 2, || {
+                n += 1;
+                n
+            }),
+            [3, 4]
+        );
+        assert_eq!(n, 6, "every rank draws the whole global batch");
         let mut v = [1.0f32, 2.0];
         w.sum_f32(&mut v);
         assert_eq!(v, [1.0, 2.0]);

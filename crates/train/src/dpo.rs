@@ -199,7 +199,9 @@ pub fn dpo(
         )));
     }
     let b = opts.batch_size;
-    let per_step = (b * opts.grad_accum) as f64;
+    // the global batch: every rank of a data-parallel run trains on `b` of each micro-batch
+    let world = crate::dist::world();
+    let per_step = (b * opts.grad_accum * world.size()) as f64;
     let steps = if opts.steps > 0 {
         opts.steps
     } else {
@@ -214,10 +216,10 @@ pub fn dpo(
         fit.truncated,
         val_pairs.len()
     ));
-    let key = serde_json::json!({
+    let key = crate::dist::keyed(serde_json::json!({
         "seq_len": len, "batch_size": b, "grad_accum": opts.grad_accum, "seed": opts.seed,
         "beta": opts.beta, "pairs": pairs.len(),
-    });
+    }));
     let adam = AdamWConfig {
         weight_decay: 0.0,
         ..Default::default()
@@ -279,10 +281,7 @@ pub fn dpo(
         &schedule,
         hooks,
         |m: &Llama, _rng, _step| {
-            let mut batch = Vec::with_capacity(b);
-            for _ in 0..b {
-                batch.push(pairs[epochs.next_index()]);
-            }
+            let batch = crate::dist::my_share(world, b, || pairs[epochs.next_index()]);
             let (loss, margins, tokens) =
                 batch_loss(m, &reference, &batch, opts.beta, pad_id, device)?;
             let k = margins.len().max(1) as f64;
@@ -326,7 +325,8 @@ pub fn dpo(
         },
     )?;
     let after = last.into_inner();
-    let kl = if opts.kl_samples > 0 && !val.is_empty() {
+    // rank 0 alone measures and reports
+    let kl = if opts.kl_samples > 0 && !val.is_empty() && world.is_main() {
         let msgs: Vec<_> = val.iter().map(|r| r.prompt.clone()).collect();
         let (prompts, _) = render_prompts(tokenizer, &msgs, ctx, opts.max_new_tokens)?;
         let s = tokenizer.special();

@@ -122,7 +122,9 @@ pub fn reward(
         )));
     }
     let b = opts.batch_size;
-    let per_step = (b * opts.grad_accum) as f64;
+    // the global batch: every rank of a data-parallel run trains on `b` of each micro-batch
+    let world = crate::dist::world();
+    let per_step = (b * opts.grad_accum * world.size()) as f64;
     let steps = if opts.steps > 0 {
         opts.steps
     } else {
@@ -138,10 +140,10 @@ pub fn reward(
         fit.too_long,
         val_groups.len()
     ));
-    let key = serde_json::json!({
+    let key = crate::dist::keyed(serde_json::json!({
         "seq_len": len, "batch_size": b, "grad_accum": opts.grad_accum, "seed": opts.seed,
         "records": groups.len(),
-    });
+    }));
     let adam = AdamWConfig {
         weight_decay: opts.weight_decay,
         ..Default::default()
@@ -189,10 +191,8 @@ pub fn reward(
         &schedule,
         hooks,
         |m: &Llama, _rng, _step| {
-            let mut batch: Vec<&Group> = Vec::with_capacity(b);
-            for _ in 0..b {
-                batch.push(&groups[epochs.next_index()]);
-            }
+            let batch: Vec<&Group> =
+                crate::dist::my_share(world, b, || &groups[epochs.next_index()]);
             let answers: Vec<_> = batch.iter().flat_map(|g| &g.answers).collect();
             let p = pad(&answers, pad_id, device)?;
             let scores = m.scores(&p.ids, &p.last)?;

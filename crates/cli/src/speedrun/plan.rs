@@ -129,6 +129,7 @@ pub fn plan(a: &Args) -> Plan {
         resume: true,
         quiet: a.quiet,
         device: a.device.clone(),
+        world_size: None,
     };
     let common = |name: &str| crate::rl::Common {
         policy: chat.clone(),
@@ -188,6 +189,7 @@ pub fn plan(a: &Args) -> Plan {
         resume: true,
         quiet: a.quiet,
         device: a.device.clone(),
+        world_size: None,
     };
     let mut grpo = crate::rl::GrpoArgs {
         common: common("grpo"),
