@@ -139,15 +139,21 @@ fn main() {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let trains_in_parallel = match &cli.command {
-        Command::Pretrain(_) | Command::Sft(_) | Command::Distill(_) | Command::Dpo(_) => true,
+        Command::Pretrain(_)
+        | Command::Sft(_)
+        | Command::Distill(_)
+        | Command::Dpo(_)
+        | Command::Ppo(_)
+        | Command::Grpo(_) => true,
         Command::Reward(c) => c.sub.is_none(),
         _ => false,
     };
     if !trains_in_parallel {
         if let Some((_, n)) = ferrochat_train::dist::launched().filter(|(_, n)| *n > 1) {
             eprintln!(
-                "error: started by an MPI launcher with {n} processes, but only `pretrain`, `sft`, \
-                 `distill`, `reward` and `dpo` train data-parallel: run this command as one process"
+                "error: started by an MPI launcher with {n} processes, but only the training \
+                 commands (`pretrain`, `sft`, `distill`, `reward`, `ppo`, `grpo`, `dpo`) run \
+                 data-parallel: run this command as one process"
             );
             std::process::exit(2);
         }
@@ -175,11 +181,11 @@ fn main() {
         },
         Command::Ppo(a) => {
             let out = a.common.output.clone();
-            rl::ppo(a).map(|()| report::refresh(&out))
+            data_parallel(a.common.world_size, || rl::ppo(a), &out)
         }
         Command::Grpo(a) => {
             let out = a.common.output.clone();
-            rl::grpo(a).map(|()| report::refresh(&out))
+            data_parallel(a.common.world_size, || rl::grpo(a), &out)
         }
         Command::Dpo(a) => {
             let out = a.output.clone();

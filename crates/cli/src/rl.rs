@@ -11,9 +11,12 @@ use ferrochat_eval::{EvalOptions, PromptStyle};
 use ferrochat_model::Llama;
 use ferrochat_text::{Message, Role};
 use ferrochat_tokenizer::Tokenizer;
+use ferrochat_train::dist;
 use ferrochat_train::pg::Monitor;
 use ferrochat_train::policy::{Prompt, Rollout};
-use ferrochat_train::{Algo, ConsoleHooks, ModelReward, PgInputs, PgOptions, PgSummary, Reward};
+use ferrochat_train::{
+    Algo, ConsoleHooks, Hooks, ModelReward, PgInputs, PgOptions, PgSummary, Reward, Silent,
+};
 use ferrochat_world::EvalItem;
 
 /// What PPO and GRPO share on the command line.
@@ -71,6 +74,11 @@ pub struct Common {
     pub quiet: bool,
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data-parallel processes (started by `mpirun -np N`; needs the `mpi` build): each
+    /// answers its share of every iteration's prompts and trains on its share of every
+    /// minibatch
+    #[arg(long)]
+    pub world_size: Option<usize>,
 }
 
 #[derive(clap::Args, Clone)]
@@ -257,7 +265,7 @@ fn save_summary(s: &PgSummary, c: &Common, name: &str) -> Result<()> {
 
 pub fn ppo(a: PpoArgs) -> Result<()> {
     let s = train_ppo(&a)?;
-    if !a.common.quiet {
+    if !a.common.quiet && dist::world().is_main() {
         print_summary(&s, &a.common.output);
     }
     Ok(())
@@ -333,16 +341,22 @@ impl PgRun<'_> {
         } else {
             Some(&mut mon)
         };
-        let mut hooks = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-        let s = ferrochat_train::pg::train(self.opts, &inp, reward, monitor, &mut hooks)?;
-        save_summary(&s, c, name)?;
+        let mut console = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
+        // rank 0 of a data-parallel run logs and writes; the others stay silent
+        let mut silent = Silent;
+        let main = dist::world().is_main();
+        let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
+        let s = ferrochat_train::pg::train(self.opts, &inp, reward, monitor, hooks)?;
+        if main {
+            save_summary(&s, c, name)?;
+        }
         Ok(s)
     }
 }
 
 pub fn grpo(a: GrpoArgs) -> Result<()> {
     let s = train_grpo(&a)?;
-    if !a.common.quiet {
+    if !a.common.quiet && dist::world().is_main() {
         print_summary(&s, &a.common.output);
     }
     Ok(())

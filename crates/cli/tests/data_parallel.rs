@@ -149,11 +149,11 @@ fn several_ranks_need_a_launcher_and_a_training_command() {
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("only `pretrain`, `sft`, `distill`"), "{err}");
+    assert!(err.contains("only the training commands"), "{err}");
 }
 
 #[test]
-fn the_reward_model_and_dpo_train_data_parallel_like_one_process() {
+fn preference_and_reinforcement_stages_train_data_parallel() {
     let tmp = tempfile::tempdir().unwrap();
     let data = common::prepared(tmp.path(), &common::SMALL);
     let base = tmp.path().join("base");
@@ -211,6 +211,58 @@ fn the_reward_model_and_dpo_train_data_parallel_like_one_process() {
         assert!(
             two.join(format!("{name}.json")).exists(),
             "{name}: rank 0 reports"
+        );
+    }
+    // PPO and GRPO: each rank answers half of every iteration's prompts (its own samples,
+    // so not one process's run to the bit) and trains on half of every minibatch; the
+    // ranks end with equal weights (checked at the end of every data-parallel run), and
+    // rank 0 alone logs and reports
+    let rl = |c: &mut Command, algo: &str, per_iter: &str, out: &Path| {
+        c.args([
+            algo,
+            "--quiet",
+            "--iterations",
+            "2",
+            "--max-new-tokens",
+            "12",
+        ])
+        .args(["--prompts-per-iter", per_iter, "--minibatch", "4"])
+        .args(["--val-prompts", "4", "--eval-every", "0"])
+        .arg("--policy")
+        .arg(&base)
+        .arg("--prompts")
+        .arg(tmp.path().join("world/rl_prompts.jsonl"))
+        .arg("--output")
+        .arg(out)
+        .stdout(std::process::Stdio::null());
+        if algo == "ppo" {
+            c.arg("--reward").arg(tmp.path().join("reward1"));
+        }
+    };
+    for algo in ["ppo", "grpo"] {
+        let out = tmp.path().join(algo);
+        let mut c = mpirun(2);
+        rl(&mut c, algo, "4", &out);
+        run_ok(c.args(["--world-size", "2"]));
+        let summary: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(out.join(format!("{algo}.json"))).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["iterations"], 2, "{algo}: {summary}");
+        assert!(
+            summary["reward_last"].as_f64().unwrap().is_finite(),
+            "{summary}"
+        );
+        assert!(!losses(&out).is_empty(), "{algo}: rank 0 logs");
+        // a split that leaves a rank short is refused up front
+        let mut c = mpirun(2);
+        rl(&mut c, algo, "3", &tmp.path().join(format!("{algo}-odd")));
+        let o = c.args(["--world-size", "2"]).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success());
+        assert!(
+            err.contains("--prompts-per-iter 3 does not split evenly"),
+            "{err}"
         );
     }
 }

@@ -23,6 +23,11 @@ pub struct World {
 
 static WORLD: OnceLock<World> = OnceLock::new();
 
+impl World {
+    /// One process alone.
+    pub const ALONE: World = World { rank: 0, size: 1 };
+}
+
 /// The world [`init`] joined; one process alone if it was never called.
 pub fn world() -> World {
     WORLD.get().copied().unwrap_or(World { rank: 0, size: 1 })
@@ -160,6 +165,26 @@ impl World {
             imp::broadcast_f32(buf);
         }
     }
+
+    /// Every rank's `local` one after another, rank 0's first; every rank must give as
+    /// many values.
+    pub fn gather_f64(&self, local: &[f64]) -> Vec<f64> {
+        if self.size == 1 {
+            return local.to_vec();
+        }
+        let n = local.len();
+        let mut counts = [n as f64];
+        self.sum_f64(&mut counts);
+        assert_eq!(
+            counts[0],
+            (n * self.size) as f64,
+            "gather_f64: the ranks gave different numbers of values"
+        );
+        let mut all = vec![0.0; n * self.size];
+        all[self.rank * n..(self.rank + 1) * n].copy_from_slice(local);
+        self.sum_f64(&mut all);
+        all
+    }
 }
 
 /// This rank's share of a global batch that every rank draws alike from the same seeded
@@ -210,6 +235,32 @@ pub fn sync_start(world: World, vars: &[(String, Var)], step: u64) -> candle_cor
         world.broadcast_f32(&mut buf);
         let synced = Tensor::from_vec(buf, t.shape(), t.device())?.to_dtype(t.dtype())?;
         v.set(&synced)?;
+    }
+    Ok(())
+}
+
+/// Fails on a rank whose `vars` are no longer rank 0's: the ranks apply the same averaged
+/// gradients, so their weights stay equal to the bit, and a difference means a rank
+/// trained on something the others did not (a bug worth an error, not a silent drift).
+pub fn check_in_sync(world: World, vars: &[(String, Var)]) -> candle_core::Result<()> {
+    if world.size() == 1 {
+        return Ok(());
+    }
+    let mut sums = Vec::with_capacity(vars.len());
+    for (_, v) in vars {
+        let t = v.as_tensor().to_dtype(DType::F32)?;
+        sums.push(t.sum_all()?.to_scalar::<f32>()?);
+    }
+    let mine = sums.clone();
+    world.broadcast_f32(&mut sums);
+    if let Some(i) = (0..vars.len()).find(|&i| sums[i].to_bits() != mine[i].to_bits()) {
+        candle_core::bail!(
+            "rank {} drifted from rank 0: `{}` sums to {} here and {} there",
+            world.rank(),
+            vars[i].0,
+            mine[i],
+            sums[i]
+        );
     }
     Ok(())
 }

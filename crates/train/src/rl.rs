@@ -62,12 +62,22 @@ pub fn gae(rewards: &[f32], values: &[f32], gamma: f32, lambda: f32) -> (Vec<f32
 /// Shifts and scales values to mean 0 and standard deviation 1 (left as they are when
 /// they are all equal or there is only one).
 pub fn whiten(x: &mut [f32]) {
-    let n = x.len();
+    whiten_across(crate::dist::World::ALONE, x)
+}
+
+/// [`whiten`] with the mean and deviation of every rank's values together (each rank
+/// whitens its own with them); one rank alone is [`whiten`].
+pub fn whiten_across(world: crate::dist::World, x: &mut [f32]) {
+    let mut sums = [x.len() as f64, x.iter().map(|&v| v as f64).sum::<f64>()];
+    world.sum_f64(&mut sums);
+    let n = sums[0] as usize;
     if n < 2 {
         return;
     }
-    let mean = x.iter().map(|&v| v as f64).sum::<f64>() / n as f64;
-    let var = x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>() / (n - 1) as f64;
+    let mean = sums[1] / n as f64;
+    let mut dev = [x.iter().map(|&v| (v as f64 - mean).powi(2)).sum::<f64>()];
+    world.sum_f64(&mut dev);
+    let var = dev[0] / (n - 1) as f64;
     let std = var.sqrt();
     for v in x.iter_mut() {
         *v = if std > 1e-8 {

@@ -394,6 +394,7 @@ impl<'a> Run<'a> {
                 hooks.on_checkpoint(self.out, self.step);
             }
         }
+        dist::check_in_sync(self.world, &trained)?;
         Ok(end)
     }
 

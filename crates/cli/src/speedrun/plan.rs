@@ -152,6 +152,7 @@ pub fn plan(a: &Args) -> Plan {
         resume: true,
         quiet: a.quiet,
         device: a.device.clone(),
+        world_size: None,
     };
     let mut ppo = crate::rl::PpoArgs {
         common: common("ppo"),

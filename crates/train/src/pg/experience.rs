@@ -4,7 +4,7 @@
 
 use candle_core::{Device, Tensor};
 use ferrochat_model::Llama;
-use rand::Rng;
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use serde::{Deserialize, Serialize};
 
@@ -50,15 +50,32 @@ pub(super) fn collect(
     rng: &mut ChaCha8Rng,
     device: &Device,
 ) -> Result<Experience> {
+    // the iteration's prompts, drawn alike on every rank; a rank of a data-parallel run
+    // answers its own share of them, sampling from a stream of its own
+    let world = crate::dist::world();
     let picked: Vec<usize> = (0..opts.prompts_per_iter)
         .map(|_| rng.random_range(0..prompts.len()))
         .collect();
-    let chosen: Vec<&Prompt> = picked.iter().map(|&i| &prompts[i]).collect();
+    let share = opts.prompts_per_iter / world.size();
+    let chosen: Vec<&Prompt> = picked[world.rank() * share..(world.rank() + 1) * share]
+        .iter()
+        .map(|&i| &prompts[i])
+        .collect();
     let ropts = RolloutOptions {
         max_new_tokens: opts.max_new_tokens,
         temperature: opts.temperature,
     };
-    let rs = rollouts(sampler, &chosen, opts.per_prompt(), &ropts, stop, rng)?;
+    let mut own_stream;
+    let sampling: &mut ChaCha8Rng = if world.size() == 1 {
+        rng
+    } else {
+        let seed: u64 = rng.random();
+        own_stream = ChaCha8Rng::seed_from_u64(
+            seed ^ (world.rank() as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+        );
+        &mut own_stream
+    };
+    let rs = rollouts(sampler, &chosen, opts.per_prompt(), &ropts, stop, sampling)?;
     let raw = reward.score(prompts, &rs)?;
     if raw.len() != rs.len() || raw.iter().any(|r| !r.is_finite()) {
         return Err(TrainError::Data(format!(
@@ -127,11 +144,14 @@ pub(super) fn collect(
         .map(|(a, b)| a.iter().zip(b).map(|(x, y)| rl::kl_k1(*x, *y) as f64).sum())
         .collect();
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
-    let kl = mean(&seq_kl);
+    // the iteration's figures over every rank's answers (one rank alone: its own)
+    let kl = mean(&world.gather_f64(&seq_kl));
+    let answers_all = rs.len() * world.size();
     let (advantages, returns) = match opts.algo {
         Algo::Ppo => {
             let scores: Vec<f64> = if opts.normalise_reward {
-                carry.reward_stats.push_all(&penalised);
+                // every rank keeps the same running statistics, of every rank's rewards
+                carry.reward_stats.push_all(&world.gather_f64(&penalised));
                 penalised
                     .iter()
                     .map(|&r| carry.reward_stats.normalise(r))
@@ -157,14 +177,14 @@ pub(super) fn collect(
             }
             // whiten advantages over every answer token of the batch
             let mut flat: Vec<f32> = adv.iter().flatten().copied().collect();
-            rl::whiten(&mut flat);
+            rl::whiten_across(world, &mut flat);
             let mut it = flat.into_iter();
             for a in adv.iter_mut() {
                 for x in a.iter_mut() {
                     *x = it.next().unwrap_or(0.0);
                 }
             }
-            carry.kl.update(kl, rs.len());
+            carry.kl.update(kl, answers_all);
             (adv, ret)
         }
         Algo::Grpo { group } => {
@@ -184,17 +204,24 @@ pub(super) fn collect(
             (adv, Vec::new())
         }
     };
-    let raw_mean = mean(&raw);
+    let raw_mean = mean(&world.gather_f64(&raw));
     carry.reward_first.get_or_insert(raw_mean);
     let lens: Vec<f64> = rs.iter().map(|r| r.answer_tokens().len() as f64).collect();
-    let ended = rs.iter().filter(|r| r.ended).count() as f64 / rs.len().max(1) as f64;
+    let mut sums = [
+        ent_sum,
+        ent_n as f64,
+        lens.iter().sum::<f64>(),
+        rs.iter().filter(|r| r.ended).count() as f64,
+    ];
+    world.sum_f64(&mut sums);
+    let answers_all = answers_all.max(1) as f64;
     let stats = vec![
         ("reward", raw_mean),
         ("kl", kl),
         ("kl_coef", carry.kl.coef),
-        ("entropy", ent_sum / ent_n.max(1) as f64),
-        ("answer_len", mean(&lens)),
-        ("ended", ended),
+        ("entropy", sums[0] / sums[1].max(1.0)),
+        ("answer_len", sums[2] / answers_all),
+        ("ended", sums[3] / answers_all),
     ];
     Ok(Experience {
         rollouts: rs,

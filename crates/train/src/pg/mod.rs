@@ -149,11 +149,11 @@ pub fn train(
         opts.iterations,
         opts.prompts_per_iter * opts.per_prompt()
     ));
-    let key = serde_json::json!({
+    let key = crate::dist::keyed(serde_json::json!({
         "algo": opts.algo, "prompts_per_iter": opts.prompts_per_iter, "minibatch": opts.minibatch,
         "ppo_epochs": opts.ppo_epochs, "max_new_tokens": opts.max_new_tokens, "seed": opts.seed,
         "prompts": prompts.len(),
-    });
+    }));
     let adam = AdamWConfig {
         weight_decay: 0.0,
         ..Default::default()
@@ -226,9 +226,11 @@ pub fn train(
         checkpoint_every: opts.checkpoint_every.max(1) * spi,
     };
     let mut monitor = monitor;
+    // rank 0 alone watches the held-out prompts (and evaluates, in the loop)
+    let (rank, ranks) = (run.world.rank(), run.world.size());
     let monitor_first = match monitor.as_mut() {
-        Some(m) => m(&sampler)?,
-        None => Vec::new(),
+        Some(m) if run.world.is_main() => m(&sampler)?,
+        _ => Vec::new(),
     };
     let carry = std::cell::RefCell::new(carry);
     let last_exp_stats = std::cell::RefCell::new(Vec::<(&'static str, f64)>::new());
@@ -250,14 +252,16 @@ pub fn train(
                 exp = Some(e);
             }
             let e = exp.as_ref().expect("collected above");
+            // a rank's rollouts and its share of each minibatch (all of it when alone)
             let n = e.rollouts.len();
-            let per_epoch = n.div_ceil(opts.minibatch) as u64;
+            let mb = opts.minibatch / ranks;
+            let per_epoch = n.div_ceil(mb) as u64;
             let (epoch, k) = (within / per_epoch, (within % per_epoch) as usize);
             let mut order: Vec<usize> = (0..n).collect();
             order.shuffle(&mut ChaCha8Rng::seed_from_u64(
                 opts.seed ^ (step / spi).wrapping_mul(0x9e37_79b9) ^ epoch.wrapping_mul(0x85eb_ca6b),
             ));
-            let idx = &order[k * opts.minibatch..((k + 1) * opts.minibatch).min(n)];
+            let idx = &order[k * mb..((k + 1) * mb).min(n)];
             let Micro {
                 mut loss,
                 mut stats,
@@ -266,9 +270,12 @@ pub fn train(
                 minibatch_loss(opts, m, value_head.as_ref(), e, idx, carry.borrow().kl.coef, pad_id, device)?;
             if let Some(shards) = &ptx {
                 let t = ctx.min(256);
+                // drawn alike on every rank; each keeps its rows
                 let (x, y) = shards.random_batch(rng, opts.ptx_batch, t)?;
-                let x = Tensor::from_vec(x, (opts.ptx_batch, t), device)?;
-                let y = Tensor::from_vec(y, (opts.ptx_batch, t), device)?;
+                let rows = opts.ptx_batch / ranks;
+                let mine = |v: Vec<u32>| v[rank * rows * t..(rank + 1) * rows * t].to_vec();
+                let x = Tensor::from_vec(mine(x), (rows, t), device)?;
+                let y = Tensor::from_vec(mine(y), (rows, t), device)?;
                 let l = m.loss(&x, &y)?;
                 stats.push(("ptx_loss", l.to_scalar::<f32>()? as f64));
                 loss = (loss + (l * opts.ptx_coef)?)?;

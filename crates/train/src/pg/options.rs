@@ -125,6 +125,27 @@ impl PgOptions {
                 return bad("GRPO needs a --group of at least 2 answers per prompt");
             }
         }
+        let ranks = crate::dist::world().size();
+        if ranks > 1 {
+            // each rank answers its share of the prompts and trains on its share of every
+            // minibatch (and of the pretraining rows)
+            for (flag, n) in [
+                ("--prompts-per-iter", self.prompts_per_iter),
+                ("--minibatch", self.minibatch),
+            ] {
+                if !n.is_multiple_of(ranks) {
+                    return bad(&format!(
+                        "{flag} {n} does not split evenly over {ranks} data-parallel ranks"
+                    ));
+                }
+            }
+            if self.ptx_coef > 0.0 && !self.ptx_batch.is_multiple_of(ranks) {
+                return bad(&format!(
+                    "the {} pretraining rows of PPO-ptx do not split evenly over {ranks} ranks",
+                    self.ptx_batch
+                ));
+            }
+        }
         let positive = |x: f64| x > 0.0 && x.is_finite();
         if !positive(self.lr) || !positive(self.temperature as f64) {
             return bad("--lr and --temperature must be positive");
