@@ -217,12 +217,12 @@ fn preference_and_reinforcement_stages_train_data_parallel() {
     // so not one process's run to the bit) and trains on half of every minibatch; the
     // ranks end with equal weights (checked at the end of every data-parallel run), and
     // rank 0 alone logs and reports
-    let rl = |c: &mut Command, algo: &str, per_iter: &str, out: &Path| {
+    let rl = |c: &mut Command, algo: &str, per_iter: &str, iters: &str, out: &Path| {
         c.args([
             algo,
             "--quiet",
             "--iterations",
-            "2",
+            iters,
             "--max-new-tokens",
             "12",
         ])
@@ -242,7 +242,7 @@ fn preference_and_reinforcement_stages_train_data_parallel() {
     for algo in ["ppo", "grpo"] {
         let out = tmp.path().join(algo);
         let mut c = mpirun(2);
-        rl(&mut c, algo, "4", &out);
+        rl(&mut c, algo, "4", "2", &out);
         run_ok(c.args(["--world-size", "2"]));
         let summary: serde_json::Value = serde_json::from_str(
             &std::fs::read_to_string(out.join(format!("{algo}.json"))).unwrap(),
@@ -254,9 +254,30 @@ fn preference_and_reinforcement_stages_train_data_parallel() {
             "{summary}"
         );
         assert!(!losses(&out).is_empty(), "{algo}: rank 0 logs");
+        // stopped after the first iteration and resumed under the launcher: the same
+        // samples and the same model as the unbroken run
+        let resumed = tmp.path().join(format!("{algo}-resumed"));
+        let mut c = mpirun(2);
+        rl(&mut c, algo, "4", "1", &resumed);
+        run_ok(c.args(["--world-size", "2"]));
+        let mut c = mpirun(2);
+        rl(&mut c, algo, "4", "2", &resumed);
+        run_ok(c.args(["--world-size", "2", "--resume"]));
+        assert_close(&losses(&resumed), &losses(&out), &format!("{algo} resumed"));
+        assert_eq!(
+            logits(&resumed),
+            logits(&out),
+            "{algo}: resumed vs unbroken"
+        );
         // a split that leaves a rank short is refused up front
         let mut c = mpirun(2);
-        rl(&mut c, algo, "3", &tmp.path().join(format!("{algo}-odd")));
+        rl(
+            &mut c,
+            algo,
+            "3",
+            "2",
+            &tmp.path().join(format!("{algo}-odd")),
+        );
         let o = c.args(["--world-size", "2"]).output().unwrap();
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success());
