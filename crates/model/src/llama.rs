@@ -637,24 +637,28 @@ mod tests {
         assert!(e.contains("context"), "{e}");
     }
 
-    #[test]
-    fn the_fused_head_loss_is_the_logits_cross_entropy_with_and_without_gradients() {
+    /// A tiny model whose weights are variables (its losses have gradients), the
+    /// variables by name, and inputs with their next-token targets.
+    fn trainable_tiny(seed: u64) -> (Vec<(String, candle_core::Var)>, Llama, Tensor, Tensor) {
         let cfg = Config::preset("tiny", 40, 16).unwrap();
-        let w = weights::init_weights(&cfg, 2, &Device::Cpu).unwrap();
-        let vars: HashMap<String, candle_core::Var> = w
+        let w = weights::init_weights(&cfg, seed, &Device::Cpu).unwrap();
+        let vars: Vec<(String, candle_core::Var)> = w
             .iter()
             .map(|(n, t)| (n.clone(), candle_core::Var::from_tensor(t).unwrap()))
             .collect();
-        let trainable: HashMap<String, Tensor> = vars
+        let live: HashMap<String, Tensor> = vars
             .iter()
             .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
             .collect();
-        let m = Llama::new(&cfg, &trainable, &Device::Cpu).unwrap();
-        let (x, y) = (
-            ids().narrow(1, 0, 7).unwrap(),
-            ids().narrow(1, 1, 7).unwrap(),
-        );
-        let y = y.contiguous().unwrap();
+        let m = Llama::new(&cfg, &live, &Device::Cpu).unwrap();
+        let x = ids().narrow(1, 0, 7).unwrap();
+        let y = ids().narrow(1, 1, 7).unwrap().contiguous().unwrap();
+        (vars, m, x, y)
+    }
+
+    #[test]
+    fn the_fused_head_loss_is_the_logits_cross_entropy_with_and_without_gradients() {
+        let (vars, m, x, y) = trainable_tiny(2);
         let want =
             ops::composite::cross_entropy(&m.forward(&x).unwrap(), &y.flatten_all().unwrap())
                 .unwrap()
@@ -666,28 +670,18 @@ mod tests {
         assert!((eval - want).abs() < 1e-5);
         // the training loss reaches the head (tied: the embedding) through the fused op
         let grads = loss.backward().unwrap();
-        let emb = vars["model.embed_tokens.weight"].as_tensor();
+        let emb = vars
+            .iter()
+            .find(|(n, _)| n == "model.embed_tokens.weight")
+            .unwrap()
+            .1
+            .as_tensor();
         assert!(grads.get(emb).is_some());
     }
 
     #[test]
     fn a_bf16_autocast_step_gives_f32_gradients_close_to_the_f32_step() {
-        let cfg = Config::preset("tiny", 40, 16).unwrap();
-        let w = weights::init_weights(&cfg, 3, &Device::Cpu).unwrap();
-        let vars: Vec<(String, candle_core::Var)> = w
-            .iter()
-            .map(|(n, t)| (n.clone(), candle_core::Var::from_tensor(t).unwrap()))
-            .collect();
-        let live: HashMap<String, Tensor> = vars
-            .iter()
-            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
-            .collect();
-        let m = Llama::new(&cfg, &live, &Device::Cpu).unwrap();
-        let (x, y) = (
-            ids().narrow(1, 0, 7).unwrap(),
-            ids().narrow(1, 1, 7).unwrap(),
-        );
-        let y = y.contiguous().unwrap();
+        let (vars, m, x, y) = trainable_tiny(3);
         let exact = m.loss(&x, &y).unwrap();
         let exact_g = exact.backward().unwrap();
         let mixed = {
