@@ -30,7 +30,7 @@ impl World {
 
 /// The world [`init`] joined; one process alone if it was never called.
 pub fn world() -> World {
-    WORLD.get().copied().unwrap_or(World { rank: 0, size: 1 })
+    WORLD.get().copied().unwrap_or(World::ALONE)
 }
 
 /// Keeps MPI up while it lives (finalizes it on drop); hold it for the whole run.
@@ -94,7 +94,7 @@ pub fn init(expected: Option<usize>) -> Result<Guard, String> {
         }
     }
     if size <= 1 {
-        let _ = WORLD.set(World { rank: 0, size: 1 });
+        let _ = WORLD.set(World::ALONE);
         return Ok(Guard {
             #[cfg(feature = "mpi")]
             _universe: None,
