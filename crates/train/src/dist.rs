@@ -375,6 +375,8 @@ mod nccl {
         let mut id = [0i8; 128];
         if world.is_main() {
             let drawn = Id::new().map_err(|e| nccl_error("drawing a rendezvous id", e))?;
+            // c_char is i8 here but u8 on other targets (aarch64)
+            #[allow(clippy::unnecessary_cast)]
             for (d, s) in id.iter_mut().zip(drawn.internal()) {
                 *d = *s as i8;
             }
