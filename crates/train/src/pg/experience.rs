@@ -53,14 +53,10 @@ pub(super) fn collect(
     // the iteration's prompts, drawn alike on every rank; a rank of a data-parallel run
     // answers its own share of them, sampling from a stream of its own
     let world = crate::dist::world();
-    let picked: Vec<usize> = (0..opts.prompts_per_iter)
-        .map(|_| rng.random_range(0..prompts.len()))
-        .collect();
     let share = opts.prompts_per_iter / world.size();
-    let chosen: Vec<&Prompt> = picked[world.rank() * share..(world.rank() + 1) * share]
-        .iter()
-        .map(|&i| &prompts[i])
-        .collect();
+    let chosen: Vec<&Prompt> = crate::dist::my_share(world, share, || {
+        &prompts[rng.random_range(0..prompts.len())]
+    });
     let ropts = RolloutOptions {
         max_new_tokens: opts.max_new_tokens,
         temperature: opts.temperature,

@@ -227,9 +227,9 @@ pub fn train(
     };
     let mut monitor = monitor;
     // rank 0 alone watches the held-out prompts (and evaluates, in the loop)
-    let (rank, ranks) = (run.world.rank(), run.world.size());
+    let (world, ranks) = (run.world, run.world.size());
     let monitor_first = match monitor.as_mut() {
-        Some(m) if run.world.is_main() => m(&sampler)?,
+        Some(m) if world.is_main() => m(&sampler)?,
         _ => Vec::new(),
     };
     let carry = std::cell::RefCell::new(carry);
@@ -270,12 +270,9 @@ pub fn train(
                 minibatch_loss(opts, m, value_head.as_ref(), e, idx, carry.borrow().kl.coef, pad_id, device)?;
             if let Some(shards) = &ptx {
                 let t = ctx.min(256);
-                // drawn alike on every rank; each keeps its rows
-                let (x, y) = shards.random_batch(rng, opts.ptx_batch, t)?;
-                let rows = opts.ptx_batch / ranks;
-                let mine = |v: Vec<u32>| v[rank * rows * t..(rank + 1) * rows * t].to_vec();
-                let x = Tensor::from_vec(mine(x), (rows, t), device)?;
-                let y = Tensor::from_vec(mine(y), (rows, t), device)?;
+                // one batch drawn alike on every rank; each reads its own rows
+                let (x, y) =
+                    crate::pretrain::rank_batch(shards, rng, world, opts.ptx_batch / ranks, t, device)?;
                 let l = m.loss(&x, &y)?;
                 stats.push(("ptx_loss", l.to_scalar::<f32>()? as f64));
                 loss = (loss + (l * opts.ptx_coef)?)?;
