@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use ferrochat_train::dist;
-use ferrochat_train::{ConsoleHooks, DistillOptions, Hooks, KlKind, ScheduleKind, Silent};
+use ferrochat_train::{rank_zero, ConsoleHooks, DistillOptions, KlKind, ScheduleKind};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -110,8 +110,7 @@ pub fn run(a: Args) -> Result<()> {
         .with_context(|| format!("creating {}", a.output.display()))?;
     let main = dist::world().is_main();
     let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")));
-    let mut silent = Silent;
-    let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
+    let hooks = rank_zero(&mut console);
     let s = ferrochat_train::distill(
         &a.options(),
         &a.teacher,

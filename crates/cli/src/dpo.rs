@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::dist;
-use ferrochat_train::{ConsoleHooks, DpoOptions, DpoSummary, Hooks, Silent};
+use ferrochat_train::{rank_zero, ConsoleHooks, DpoOptions, DpoSummary};
 
 use crate::records::PreferenceArgs;
 
@@ -105,14 +105,11 @@ pub fn train(a: &Args) -> Result<DpoSummary> {
         max_new_tokens: 96,
     };
     let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")));
-    // rank 0 of a data-parallel run logs and writes; the others stay silent
-    let mut silent = Silent;
-    let main = dist::world().is_main();
-    let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
+    let hooks = rank_zero(&mut console);
     let s = ferrochat_train::dpo(
         &opts, &a.base, &tok, &train, &val, &a.output, a.resume, &device, hooks,
     )?;
-    if !main {
+    if !dist::world().is_main() {
         return Ok(s);
     }
     let path = a.output.join("dpo.json");

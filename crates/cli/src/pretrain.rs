@@ -7,9 +7,7 @@ use ferrochat_engine::{generate, GenerateOptions, SamplingParams};
 use ferrochat_model::Llama;
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::dist;
-use ferrochat_train::{
-    ConsoleHooks, Hooks, PretrainOptions, PretrainSummary, ScheduleKind, Silent,
-};
+use ferrochat_train::{rank_zero, ConsoleHooks, PretrainOptions, PretrainSummary, ScheduleKind};
 
 #[derive(clap::Args, Clone)]
 pub struct Args {
@@ -150,14 +148,7 @@ pub fn train(a: &Args) -> Result<PretrainSummary> {
     let prompt = a.sample_prompt.clone();
     let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
         .with_sampler(|m: &Llama, step| sample(m, &tok, &prompt, step).ok());
-    // one voice: rank 0 logs and writes metrics, the other ranks of a data-parallel run
-    // stay silent
-    let mut silent = Silent;
-    let hooks: &mut dyn Hooks = if dist::world().is_main() {
-        &mut console
-    } else {
-        &mut silent
-    };
+    let hooks = rank_zero(&mut console);
     let s = ferrochat_train::pretrain(
         &a.options(),
         &a.data,

@@ -7,7 +7,7 @@ use anyhow::{bail, Context, Result};
 use ferrochat_text::{read_conversations, Message, Role};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::dist;
-use ferrochat_train::{ConsoleHooks, Hooks, RewardOptions, RewardSummary, RmEval, Silent};
+use ferrochat_train::{rank_zero, ConsoleHooks, RewardOptions, RewardSummary, RmEval};
 
 use crate::records::PreferenceArgs;
 
@@ -158,14 +158,11 @@ pub fn train(a: &Args) -> Result<RewardSummary> {
         seed: a.seed,
     };
     let mut console = ConsoleHooks::new(a.quiet, Some(output.join("metrics.jsonl")));
-    // rank 0 of a data-parallel run logs and writes; the others stay silent
-    let mut silent = Silent;
-    let main = dist::world().is_main();
-    let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
+    let hooks = rank_zero(&mut console);
     let s = ferrochat_train::reward(
         &opts, base, &tok, &train, &val, output, a.resume, &device, hooks,
     )?;
-    if !main {
+    if !dist::world().is_main() {
         return Ok(s);
     }
     let path = output.join("reward.json");

@@ -15,7 +15,7 @@ use ferrochat_train::dist;
 use ferrochat_train::pg::Monitor;
 use ferrochat_train::policy::{Prompt, Rollout};
 use ferrochat_train::{
-    Algo, ConsoleHooks, Hooks, ModelReward, PgInputs, PgOptions, PgSummary, Reward, Silent,
+    rank_zero, Algo, ConsoleHooks, ModelReward, PgInputs, PgOptions, PgSummary, Reward,
 };
 use ferrochat_world::EvalItem;
 
@@ -342,12 +342,9 @@ impl PgRun<'_> {
             Some(&mut mon)
         };
         let mut console = ConsoleHooks::new(c.quiet, Some(c.output.join("metrics.jsonl")));
-        // rank 0 of a data-parallel run logs and writes; the others stay silent
-        let mut silent = Silent;
-        let main = dist::world().is_main();
-        let hooks: &mut dyn Hooks = if main { &mut console } else { &mut silent };
+        let hooks = rank_zero(&mut console);
         let s = ferrochat_train::pg::train(self.opts, &inp, reward, monitor, hooks)?;
-        if main {
+        if dist::world().is_main() {
             save_summary(&s, c, name)?;
         }
         Ok(s)

@@ -8,7 +8,7 @@ use ferrochat_model::Llama;
 use ferrochat_text::{read_conversations, Conversation, Message};
 use ferrochat_tokenizer::Tokenizer;
 use ferrochat_train::dist;
-use ferrochat_train::{ConsoleHooks, Hooks, ScheduleKind, SftOptions, SftSummary, Silent};
+use ferrochat_train::{rank_zero, ConsoleHooks, ScheduleKind, SftOptions, SftSummary};
 
 use crate::records::BadRecords;
 
@@ -158,14 +158,7 @@ pub fn train(a: &Args) -> Result<SftSummary> {
     let prompt = a.sample_prompt.clone();
     let mut console = ConsoleHooks::new(a.quiet, Some(a.output.join("metrics.jsonl")))
         .with_sampler(|m: &Llama, step| answer(m, &tok, &prompt, step).ok());
-    // one voice: rank 0 logs and writes metrics, the other ranks of a data-parallel run
-    // stay silent
-    let mut silent = Silent;
-    let hooks: &mut dyn Hooks = if dist::world().is_main() {
-        &mut console
-    } else {
-        &mut silent
-    };
+    let hooks = rank_zero(&mut console);
     Ok(ferrochat_train::sft(
         &a.options(),
         &a.base,

@@ -48,9 +48,20 @@ pub trait Hooks {
     fn message(&mut self, _text: &str) {}
 }
 
-/// Hooks that do nothing (tests).
+/// Hooks that do nothing (tests, and the ranks of a data-parallel run other than 0).
 pub struct Silent;
 impl Hooks for Silent {}
+
+/// One voice for a data-parallel run: `hooks` on rank 0 (one process alone is rank 0),
+/// which logs and writes metrics; nothing on the other ranks.
+pub fn rank_zero(hooks: &mut dyn Hooks) -> &mut dyn Hooks {
+    if crate::dist::world().is_main() {
+        hooks
+    } else {
+        // a zero-sized value: leaking its box allocates nothing
+        Box::leak(Box::new(Silent))
+    }
+}
 
 /// Produces a text sample from the model in training at a step.
 pub type SampleFn<'a> = Box<dyn FnMut(&Llama, u64) -> Option<String> + 'a>;

@@ -19,7 +19,7 @@ pub mod trainer;
 
 pub use distill::{distill, DistillOptions, DistillSummary, KlKind};
 pub use dpo::{dpo, DpoOptions, DpoSummary};
-pub use hooks::{ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
+pub use hooks::{rank_zero, ConsoleHooks, EvalReport, Hooks, Silent, StepReport};
 pub use pg::{Algo, ModelReward, PgInputs, PgOptions, PgSummary, Reward};
 pub use pretrain::{pretrain, MoeOptions, PretrainOptions, PretrainSummary};
 pub use reward::{reward, RewardOptions, RewardSummary, RmEval};
