@@ -1,7 +1,8 @@
 //! The transformer's hot operations, each with a plain composite version (candle ops,
-//! differentiable by candle's autograd, runs on any device) and, on CPU, a fused
-//! version: a candle custom op with its own backward. The fused versions exist for
-//! speed; the composite ones are the reference they are tested against.
+//! differentiable by candle's autograd, runs on any device) and a fused one: on CPU our
+//! own kernels, as candle custom ops with their own backward; on a GPU candle's fused
+//! kernels, given the backward passes they lack ([`accel`]). The fused versions exist
+//! for speed; the composite ones are the reference they are tested against.
 //!
 //! Every public function here is differentiable. Shapes use B batch, T time, H heads,
 //! D head size, V vocabulary.
@@ -13,6 +14,7 @@ use std::cell::Cell;
 
 use candle_core::{DType, Device, Result, Tensor, D};
 
+mod accel;
 mod attention;
 mod attention_bwd;
 #[cfg(test)]
@@ -35,6 +37,12 @@ pub(crate) use decode_linear::linear_rows;
 fn fused_ok(ts: &[&Tensor]) -> bool {
     ts.iter()
         .all(|t| matches!(t.device(), Device::Cpu) && t.dtype() == DType::F32)
+}
+
+/// Whether candle's fused GPU kernels, with the backward passes of [`accel`], serve
+/// these tensors.
+fn accel_ok(ts: &[&Tensor]) -> bool {
+    ts.iter().all(|t| t.device().is_cuda())
 }
 
 /// As [`fused_ok`], for the operations that multiply matrices: the fused kernels compute
@@ -101,6 +109,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
     if fused_ok(&[x, weight]) {
         return rms_norm::rms_norm(x, weight, eps);
     }
+    if accel_ok(&[x, weight]) {
+        return accel::rms_norm(x, weight, eps);
+    }
     composite::rms_norm(x, weight, eps)
 }
 
@@ -110,6 +121,9 @@ pub fn rms_norm(x: &Tensor, weight: &Tensor, eps: f64) -> Result<Tensor> {
 pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
     if fused_ok(&[x, cos, sin]) {
         return rope::rope(x, cos, sin);
+    }
+    if accel_ok(&[x, cos, sin]) {
+        return accel::rope(x, cos, sin);
     }
     composite::rope(x, cos, sin)
 }
@@ -121,6 +135,9 @@ pub fn rope(x: &Tensor, cos: &Tensor, sin: &Tensor) -> Result<Tensor> {
 pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
     if fused_mm_ok(&[q, k, v]) {
         return attention::causal_attention(q, k, v, scale);
+    }
+    if accel_ok(&[q, k, v]) {
+        return accel::causal_attention(q, k, v, scale);
     }
     composite::causal_attention(q, k, v, scale)
 }
@@ -207,6 +224,9 @@ pub fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
     if fused_ok(&[logits]) && targets.device().is_cpu() && targets.dtype() == DType::U32 {
         return cross_entropy::cross_entropy(logits, targets);
     }
+    if accel_ok(&[logits]) {
+        return accel::cross_entropy(logits, targets);
+    }
     composite::cross_entropy(logits, targets)
 }
 
@@ -237,6 +257,17 @@ pub mod composite {
     }
 
     pub fn causal_attention(q: &Tensor, k: &Tensor, v: &Tensor, scale: f64) -> Result<Tensor> {
+        attention_with(q, k, v, scale, |a| candle_nn::ops::softmax(a, D::Minus1))
+    }
+
+    /// Causal attention with the given softmax over the last dimension.
+    pub(super) fn attention_with(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        scale: f64,
+        softmax: impl Fn(&Tensor) -> Result<Tensor>,
+    ) -> Result<Tensor> {
         let (b, tq, hq, d) = q.dims4()?;
         let (_, tk, hkv, _) = k.dims4()?;
         let rep = hq / hkv;
@@ -253,22 +284,19 @@ pub mod composite {
         let k = expand(k)?;
         let v = expand(v)?;
         let att = (mm(&q, &k.t()?)? * scale)?; // (B, Hq, Tq, Tk)
-        let offset = tk - tq;
-        let mask: Vec<f32> = (0..tq)
-            .flat_map(|i| {
-                (0..tk).map(move |j| {
-                    if j <= i + offset {
-                        0.0
-                    } else {
-                        f32::NEG_INFINITY
-                    }
-                })
-            })
-            .collect();
-        let mask = Tensor::from_vec(mask, (tq, tk), q.device())?.to_dtype(att.dtype())?;
-        let att = att.broadcast_add(&mask)?;
-        let att = candle_nn::ops::softmax(&att, D::Minus1)?;
-        mm(&att, &v)?.transpose(1, 2)?.contiguous()
+        let att = att.broadcast_add(&causal_mask(tq, tk, att.dtype(), att.device())?)?;
+        mm(&softmax(&att)?, &v)?.transpose(1, 2)?.contiguous()
+    }
+
+    /// (Tq, Tk): 0 where query i (at position Tk - Tq + i) may see key j, -inf where
+    /// not; made on the device, so a GPU step copies nothing from the host for it.
+    fn causal_mask(tq: usize, tk: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+        let offset = (tk - tq) as u32;
+        let query = Tensor::arange(offset, offset + tq as u32, device)?.unsqueeze(1)?;
+        let key = Tensor::arange(0u32, tk as u32, device)?.unsqueeze(0)?;
+        let zero = Tensor::zeros((tq, tk), dtype, device)?;
+        let hidden = Tensor::full(f32::NEG_INFINITY, (tq, tk), device)?.to_dtype(dtype)?;
+        key.broadcast_le(&query)?.where_cond(&zero, &hidden)
     }
 
     pub fn swiglu(gate: &Tensor, up: &Tensor) -> Result<Tensor> {

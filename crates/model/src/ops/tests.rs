@@ -6,7 +6,9 @@ use candle_core::{Device, Result, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use super::{attention, composite, cross_entropy, heads, linear, rms_norm, rope, swiglu, IGNORE};
+use super::{
+    accel, attention, composite, cross_entropy, heads, linear, rms_norm, rope, swiglu, IGNORE,
+};
 
 const TOL: f32 = 1e-4;
 
@@ -605,5 +607,141 @@ fn autocast_nests_and_refuses_a_wide_dtype() -> Result<()> {
     assert_eq!(super::autocast_dtype(), Some(DType::BF16));
     drop(outer);
     assert_eq!(super::autocast_dtype(), None);
+    Ok(())
+}
+
+// candle's fused kernels with our backward passes (the GPU path): the same kernels
+// run on the CPU, so the backward passes are checked here against the composite
+// versions and finite differences.
+
+#[test]
+fn accel_ops_match_composite() -> Result<()> {
+    let vars = [var(101, &[37, 29], 2.0)?, var(102, &[37], 1.0)?];
+    compare("accel rms_norm (strided)", &vars, 2, |fused, t| {
+        let x = t[0].t()?;
+        match fused {
+            true => accel::rms_norm(&x, &t[1], 1e-5),
+            false => composite::rms_norm(&x, &t[1], 1e-5),
+        }
+    })?;
+    let vars = [var(103, &[3, 5, 37], 1.0)?, var(104, &[37], 1.0)?];
+    compare("accel rms_norm (3-d)", &vars, 2, |fused, t| match fused {
+        true => accel::rms_norm(&t[0], &t[1], 1e-6),
+        false => composite::rms_norm(&t[0], &t[1], 1e-6),
+    })?;
+    let vars = [var(105, &[4, 11, 9], 3.0)?];
+    compare("accel softmax", &vars, 1, |fused, t| {
+        let x = t[0].transpose(1, 2)?;
+        match fused {
+            true => accel::softmax_last_dim(&x),
+            false => candle_nn::ops::softmax(&x, candle_core::D::Minus1),
+        }
+    })?;
+    let (cos, sin) = rope_tables(7, 5, 3)?;
+    let vars = [var(106, &[2, 3, 7, 10], 1.0)?];
+    compare("accel rope", &vars, 1, |fused, t| {
+        let x = t[0].transpose(1, 2)?;
+        match fused {
+            true => accel::rope(&x, &cos, &sin),
+            false => composite::rope(&x, &cos, &sin),
+        }
+    })?;
+    let tg = targets(17, 23, 3)?;
+    let vars = [var(107, &[23, 17], 3.0)?];
+    compare("accel cross_entropy", &vars, 1, |fused, t| {
+        let logits = t[0].t()?;
+        match fused {
+            true => accel::cross_entropy(&logits, &tg),
+            false => composite::cross_entropy(&logits.contiguous()?, &tg),
+        }
+    })
+}
+
+#[test]
+fn accel_attention_matches_composite() -> Result<()> {
+    for (b, (tq, tk), (hq, hkv), d) in [(2, (5, 9), (4, 2), 6), (1, (1, 13), (4, 1), 4)] {
+        let vars = [
+            var(108, &[b, hq, tq, d], 1.5)?,
+            var(109, &[b, tk, hkv, d], 1.5)?,
+            var(110, &[b, tk, hkv, d], 1.0)?,
+        ];
+        compare("accel attention", &vars, 3, |fused, t| {
+            let q = t[0].transpose(1, 2)?;
+            match fused {
+                true => accel::causal_attention(&q, &t[1], &t[2], 0.4),
+                false => composite::causal_attention(&q, &t[1], &t[2], 0.4),
+            }
+        })?;
+    }
+    Ok(())
+}
+
+#[test]
+fn accel_ops_match_finite_differences() -> Result<()> {
+    let w = rand_tensor(111, &[7], 1.0)?;
+    finite_difference("accel rms_norm dx", &rand_tensor(112, &[3, 7], 1.0)?, |x| {
+        accel::rms_norm(x, &w, 1e-5)
+    })?;
+    let x = rand_tensor(113, &[3, 7], 1.0)?;
+    finite_difference("accel rms_norm dw", &w, |w| accel::rms_norm(&x, w, 1e-5))?;
+    finite_difference("accel softmax", &rand_tensor(114, &[3, 7], 2.0)?, |x| {
+        accel::softmax_last_dim(x)
+    })?;
+    let (cos, sin) = rope_tables(3, 2, 1)?;
+    finite_difference("accel rope", &rand_tensor(115, &[1, 3, 2, 4], 1.0)?, |x| {
+        accel::rope(x, &cos, &sin)
+    })?;
+    let tg = targets(5, 6, 4)?;
+    finite_difference(
+        "accel cross_entropy",
+        &rand_tensor(116, &[5, 6], 2.0)?,
+        |x| accel::cross_entropy(x, &tg),
+    )
+}
+
+#[test]
+fn accel_cross_entropy_ignores_rows_and_names_bad_targets() -> Result<()> {
+    let x = var(117, &[4, 9], 1.0)?;
+    let none = Tensor::new(&[IGNORE; 4], &Device::Cpu)?;
+    let loss = accel::cross_entropy(x.as_tensor(), &none)?;
+    assert_eq!(loss.to_scalar::<f32>()?, 0.0);
+    let grads = loss.backward()?;
+    let g = grads.get(x.as_tensor()).expect("a zero gradient, not none");
+    assert_eq!(g.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    let bad = Tensor::new(&[1u32, IGNORE, 9, 2], &Device::Cpu)?;
+    let err = accel::cross_entropy(x.as_tensor(), &bad).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("target 9 is outside the vocabulary of 9"),
+        "{err}"
+    );
+    let short = Tensor::new(&[1u32, 2], &Device::Cpu)?;
+    let err = accel::cross_entropy(x.as_tensor(), &short).unwrap_err();
+    assert!(err.to_string().contains("4 rows of logits"), "{err}");
+    Ok(())
+}
+
+#[test]
+fn accel_ops_without_grad_hand_back_the_kernels_results() -> Result<()> {
+    // Plain tensors (inference) take no copy and no graph, and give the same values.
+    let x = rand_tensor(118, &[3, 5, 8], 1.0)?;
+    let w = rand_tensor(119, &[8], 1.0)?;
+    let y = accel::rms_norm(&x, &w, 1e-5)?;
+    assert!(!y.track_op());
+    assert!(rel_diff(&y, &composite::rms_norm(&x, &w, 1e-5)?)? < TOL);
+    let (cos, sin) = rope_tables(5, 4, 0)?;
+    let y = accel::rope(&x.reshape((3, 5, 1, 8))?, &cos, &sin)?;
+    let c = composite::rope(&x.reshape((3, 5, 1, 8))?, &cos, &sin)?;
+    assert!(rel_diff(&y, &c)? < TOL);
+    let q = rand_tensor(120, &[2, 1, 4, 8], 1.0)?;
+    let k = rand_tensor(121, &[2, 9, 2, 8], 1.0)?;
+    let v = rand_tensor(122, &[2, 9, 2, 8], 1.0)?;
+    let y = accel::causal_attention(&q, &k, &v, 0.3)?;
+    assert!(rel_diff(&y, &composite::causal_attention(&q, &k, &v, 0.3)?)? < TOL);
+    let tg = targets(5, 8, 2)?;
+    let logits = x.reshape((15, 8))?.narrow(0, 0, 5)?;
+    let loss = accel::cross_entropy(&logits, &tg)?;
+    let c = composite::cross_entropy(&logits, &tg)?;
+    assert!(rel_diff(&loss, &c)? < TOL);
     Ok(())
 }
