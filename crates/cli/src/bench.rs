@@ -1,4 +1,4 @@
-//! `ferrochat bench train|generate`: speed, measured as a user would see it.
+//! `ferrochat bench train|generate|ops|...`: speed, measured as a user would see it.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -15,6 +15,9 @@ use rand_chacha::ChaCha8Rng;
 pub enum Command {
     /// Training step throughput (tokens/s) and model-FLOPs utilisation
     Train(TrainArgs),
+    /// Each hot operation on a device against the composite version computed on the CPU
+    /// (values and gradients), and its time against the composite one on the same device
+    Ops(OpsArgs),
     /// Prefill and decode tokens/s with the KV cache, at batch 1 and 8 (aggregate and per sequence)
     Generate(GenerateArgs),
     /// Watermark detection on the world: model text with and without it, human text, edits
@@ -43,6 +46,27 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 2)]
     pub warmup: usize,
     /// Folder for the benchmarked model's config.json (for the PyTorch reference) and results
+    #[arg(long)]
+    pub output: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+}
+
+#[derive(clap::Args)]
+pub struct OpsArgs {
+    /// The model whose layer shapes are used
+    #[arg(long, default_value = "small")]
+    pub preset: String,
+    #[arg(long, default_value_t = 8192)]
+    pub vocab: usize,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 256)]
+    pub seq: usize,
+    /// Timed runs per operation and version (the median is reported)
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// Also write the figures here as JSON
     #[arg(long)]
     pub output: Option<PathBuf>,
     #[arg(long, default_value = "cpu")]
@@ -85,9 +109,62 @@ pub fn run(cmd: Command) -> Result<()> {
     match cmd {
         Command::Train(a) => train(a),
         Command::Generate(a) => gen(a),
+        Command::Ops(a) => ops(a),
         Command::Serve(a) => crate::bench_serve::serve(a),
         Command::Watermark(a) => crate::detect::bench(a),
     }
+}
+
+/// Relative difference from the CPU reference above which `bench ops` fails.
+const OPS_TOLERANCE: f32 = 1e-3;
+
+fn ops(a: OpsArgs) -> Result<()> {
+    use ferrochat_model::ops::check::{check_ops, OpShapes};
+    let device = crate::runtime::device(&a.device)?;
+    let cfg = Config::preset(&a.preset, a.vocab, a.seq)?;
+    let shapes = OpShapes::of(&cfg, a.batch, a.seq);
+    let reports = check_ops(&shapes, &device, a.runs)?;
+    println!(
+        "{} on {}, {} x {} tokens; ms, median of {}; differences relative to the CPU composite",
+        a.preset, a.device, a.batch, a.seq, a.runs
+    );
+    println!(
+        "{:<22} {:>9} {:>9} {:>9} {:>9} {:>9} {:>9}",
+        "op", "fwd", "fwd+bwd", "comp fwd", "comp f+b", "fwd diff", "grad diff"
+    );
+    for r in &reports {
+        println!(
+            "{:<22} {:>9.3} {:>9.3} {:>9.3} {:>9.3} {:>9.1e} {:>9.1e}",
+            r.name,
+            r.forward_ms,
+            r.forward_backward_ms,
+            r.composite_forward_ms,
+            r.composite_forward_backward_ms,
+            r.forward_diff,
+            r.gradient_diff
+        );
+    }
+    if let Some(path) = &a.output {
+        let json = serde_json::json!({
+            "preset": a.preset, "device": a.device, "batch": a.batch, "seq": a.seq,
+            "vocab": a.vocab, "ops": reports,
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    let bad: Vec<String> = reports
+        .iter()
+        .filter(|r| !(r.forward_diff <= OPS_TOLERANCE && r.gradient_diff <= OPS_TOLERANCE))
+        .map(|r| r.name.clone())
+        .collect();
+    if !bad.is_empty() {
+        anyhow::bail!(
+            "on {} these differ from the CPU reference by more than {OPS_TOLERANCE}: {}",
+            a.device,
+            bad.join(", ")
+        );
+    }
+    Ok(())
 }
 
 fn median(mut v: Vec<f64>) -> f64 {

@@ -1071,3 +1071,31 @@ fn fine_tuning_learns_answers_reports_bad_dialogues_and_resumes_exactly() {
     let err = fails(sft(&base, &clean, &base, 12).arg("--resume"));
     assert!(err.contains("holds a pretrain checkpoint"), "{err}");
 }
+
+#[test]
+fn bench_ops_checks_each_op_against_the_cpu_reference() {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("ops.json");
+    let out = ok(bin()
+        .args([
+            "bench", "ops", "--preset", "tiny", "--vocab", "50", "--batch", "2",
+        ])
+        .args(["--seq", "8", "--runs", "1", "--output"])
+        .arg(&json));
+    assert!(
+        out.contains("attention") && out.contains("grad diff"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let ops = v["ops"].as_array().unwrap();
+    assert_eq!(ops.len(), 9, "{v}");
+    for op in ops {
+        assert!(op["gradient_diff"].as_f64().unwrap() < 1e-4, "{op}");
+        assert!(op["forward_backward_ms"].as_f64().unwrap() > 0.0, "{op}");
+    }
+    if !cfg!(feature = "cuda") {
+        let err = fails(bin().args(["bench", "ops", "--device", "cuda"]));
+        assert!(err.contains("built without CUDA"), "{err}");
+    }
+}

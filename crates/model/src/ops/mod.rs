@@ -17,9 +17,8 @@ use candle_core::{DType, Device, Result, Tensor, D};
 mod accel;
 mod attention;
 mod attention_bwd;
-#[cfg(test)]
-mod bench;
 mod blas;
+pub mod check;
 mod cpu;
 mod cross_entropy;
 mod decode_linear;
