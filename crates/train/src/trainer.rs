@@ -320,13 +320,15 @@ impl<'a> Run<'a> {
                     }
                 }
                 let loss = m.loss;
-                loss_sum += loss.to_scalar::<f32>()? as f64;
-                let loss = if lo.grad_accum > 1 {
-                    (loss / lo.grad_accum as f64)?
+                let scaled = if lo.grad_accum > 1 {
+                    (&loss / lo.grad_accum as f64)?
                 } else {
-                    loss
+                    loss.clone()
                 };
-                let g = loss.backward()?;
+                let g = scaled.backward()?;
+                // read after the backward pass is queued: on a GPU, reading it first would
+                // leave the device idle while the host queues the backward kernels
+                loss_sum += loss.to_scalar::<f32>()? as f64;
                 grads = Some(match grads {
                     None => g,
                     Some(mut acc) => {

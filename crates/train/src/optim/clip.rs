@@ -26,10 +26,27 @@ pub fn clip_grad_norm(
         .filter(|v| seen.insert(v.id()))
         .collect();
     let mut total = 0f64;
+    // Sums of squares made by tensor ops (on a GPU) stay on the device until all are
+    // added: one read back, not one per parameter (each a wait for the device).
+    let mut on_device: Option<Tensor> = None;
     for var in &vars {
-        if let Some(g) = grads.get(var) {
-            total += sum_squares(g)?;
+        let Some(g) = grads.get(var) else { continue };
+        match sum_squares(g)? {
+            Sum::Host(s) => total += s,
+            Sum::Device(s) => {
+                on_device = Some(match on_device {
+                    Some(acc) if acc.device().same_device(s.device()) => (acc + s)?,
+                    Some(acc) => {
+                        total += acc.to_scalar::<f64>()?;
+                        s
+                    }
+                    None => s,
+                })
+            }
         }
+    }
+    if let Some(acc) = on_device {
+        total += acc.to_scalar::<f64>()?;
     }
     let norm = total.sqrt();
     let factor = max_norm / (norm + 1e-6);
@@ -49,7 +66,14 @@ pub fn clip_grad_norm(
     Ok(norm)
 }
 
-fn sum_squares(g: &Tensor) -> Result<f64> {
+/// A gradient's sum of squares: computed by the CPU kernel, or a scalar f64 tensor
+/// still on the gradient's device.
+enum Sum {
+    Host(f64),
+    Device(Tensor),
+}
+
+fn sum_squares(g: &Tensor) -> Result<Sum> {
     if fused_ok(g) {
         let (storage, layout) = g.storage_and_layout();
         if let (candle_core::Storage::Cpu(CpuStorage::F32(data)), Some((a, b))) =
@@ -61,10 +85,10 @@ fn sum_squares(g: &Tensor) -> Result<f64> {
                 .par_chunks(CHUNK)
                 .map(sum_squares_chunk)
                 .collect();
-            return Ok(parts.iter().sum());
+            return Ok(Sum::Host(parts.iter().sum()));
         }
     }
-    g.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()
+    Ok(Sum::Device(g.to_dtype(DType::F64)?.sqr()?.sum_all()?))
 }
 
 /// Four f64 lanes, so the loop vectorises and 14M squares lose no precision.

@@ -282,9 +282,11 @@ fn clip_grad_norm_scales_to_the_limit() -> Result<()> {
     let params = vec![
         param("a", vec![0.0; 2], &[2], DType::F32)?,
         param("b", vec![0.0; 1], &[1], DType::F32)?,
-        param("c", vec![0.0; 1], &[1], DType::F64)?, // not fused: the composite path
+        // not fused: summed by tensor ops, the sums added before one read back
+        param("c", vec![0.0; 1], &[1], DType::F64)?,
+        param("d", vec![0.0; 1], &[1], DType::F64)?,
     ];
-    let set = |vals: [&[f64]; 3]| -> Result<GradStore> {
+    let set = |vals: [&[f64]; 4]| -> Result<GradStore> {
         let mut g = GradStore::default();
         for ((_, v), x) in params.iter().zip(vals) {
             g.insert(v, Tensor::new(x, &Device::Cpu)?.to_dtype(v.dtype())?);
@@ -292,14 +294,14 @@ fn clip_grad_norm_scales_to_the_limit() -> Result<()> {
         Ok(g)
     };
     // norm of (3, 4, 12, 0) is 13
-    let mut grads = set([&[3.0, 4.0], &[12.0], &[0.0]])?;
+    let mut grads = set([&[3.0, 4.0], &[12.0], &[0.0], &[0.0]])?;
     assert!((clip_grad_norm(&mut grads, &params, 100.0)? - 13.0).abs() < 1e-9);
     assert_eq!(
         flat(grads.get(&params[0].1).expect("kept"))?,
         vec![3.0, 4.0]
     );
 
-    let mut grads = set([&[3.0, 4.0], &[0.0], &[12.0]])?;
+    let mut grads = set([&[3.0, 4.0], &[0.0], &[12.0], &[0.0]])?;
     let norm = clip_grad_norm(&mut grads, &params, 1.0)?;
     assert!((norm - 13.0).abs() < 1e-9);
     let after: f64 = params
