@@ -67,22 +67,38 @@ fn compare(
     Ok(())
 }
 
+/// The two fast versions of an op, both run here: our CPU kernels, and the GPU path
+/// (candle's fused kernels with our backward passes, which have CPU versions too).
+#[derive(Clone, Copy, Debug)]
+enum Fast {
+    Cpu,
+    Accel,
+}
+
+const FAST: [Fast; 2] = [Fast::Cpu, Fast::Accel];
+
 #[test]
 fn rms_norm_matches_composite() -> Result<()> {
-    // x is the transpose of a (37, 29) variable: non-contiguous rows of width 37.
-    let vars = [var(1, &[37, 29], 2.0)?, var(2, &[37], 1.0)?];
-    compare("rms_norm (strided)", &vars, 2, |fused, t| {
-        let x = t[0].t()?;
-        match fused {
-            true => rms_norm::rms_norm(&x, &t[1], 1e-5),
-            false => composite::rms_norm(&x, &t[1], 1e-5),
-        }
-    })?;
-    let vars = [var(3, &[3, 5, 37], 1.0)?, var(4, &[37], 1.0)?];
-    compare("rms_norm (3-d)", &vars, 2, |fused, t| match fused {
-        true => rms_norm::rms_norm(&t[0], &t[1], 1e-6),
-        false => composite::rms_norm(&t[0], &t[1], 1e-6),
-    })
+    let norm = |fast, fused, x: &Tensor, w: &Tensor, eps| match (fused, fast) {
+        (true, Fast::Cpu) => rms_norm::rms_norm(x, w, eps),
+        (true, Fast::Accel) => accel::rms_norm(x, w, eps),
+        (false, _) => composite::rms_norm(x, w, eps),
+    };
+    for fast in FAST {
+        // x is the transpose of a (37, 29) variable: non-contiguous rows of width 37.
+        let vars = [var(1, &[37, 29], 2.0)?, var(2, &[37], 1.0)?];
+        compare(
+            &format!("{fast:?} rms_norm (strided)"),
+            &vars,
+            2,
+            |fused, t| norm(fast, fused, &t[0].t()?, &t[1], 1e-5),
+        )?;
+        let vars = [var(3, &[3, 5, 37], 1.0)?, var(4, &[37], 1.0)?];
+        compare(&format!("{fast:?} rms_norm (3-d)"), &vars, 2, |fused, t| {
+            norm(fast, fused, &t[0], &t[1], 1e-6)
+        })?;
+    }
+    Ok(())
 }
 
 /// cos/sin rows for positions `start..start + t` of a table, as a narrowed view.
@@ -99,22 +115,27 @@ fn rope_matches_composite() -> Result<()> {
     let (cos, sin) = rope_tables(7, 5, 3)?;
     // (B, H, T, D) variable seen as (B, T, H, D): the layout q/k have after a transpose.
     let vars = [var(5, &[2, 3, 7, 10], 1.0)?];
-    compare("rope", &vars, 1, |fused, t| {
-        let x = t[0].transpose(1, 2)?;
-        match fused {
-            true => rope::rope(&x, &cos, &sin),
-            false => composite::rope(&x, &cos, &sin),
-        }
-    })
+    for fast in FAST {
+        compare(&format!("{fast:?} rope"), &vars, 1, |fused, t| {
+            let x = t[0].transpose(1, 2)?;
+            match (fused, fast) {
+                (true, Fast::Cpu) => rope::rope(&x, &cos, &sin),
+                (true, Fast::Accel) => accel::rope(&x, &cos, &sin),
+                (false, _) => composite::rope(&x, &cos, &sin),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 fn attention_case(
+    fast: Fast,
     b: usize,
     (tq, tk): (usize, usize),
     (hq, hkv): (usize, usize),
     d: usize,
 ) -> Result<()> {
-    let name = format!("attention b={b} tq={tq} tk={tk} hq={hq} hkv={hkv} d={d}");
+    let name = format!("{fast:?} attention b={b} tq={tq} tk={tk} hq={hq} hkv={hkv} d={d}");
     let scale = 1.0 / (d as f64).sqrt();
     // q is stored (B, Hq, Tq, D) and transposed; k/v are plain (B, Tk, Hkv, D).
     let vars = [
@@ -124,19 +145,23 @@ fn attention_case(
     ];
     compare(&name, &vars, 3, |fused, t| {
         let q = t[0].transpose(1, 2)?;
-        match fused {
-            true => attention::causal_attention(&q, &t[1], &t[2], scale),
-            false => composite::causal_attention(&q, &t[1], &t[2], scale),
+        match (fused, fast) {
+            (true, Fast::Cpu) => attention::causal_attention(&q, &t[1], &t[2], scale),
+            (true, Fast::Accel) => accel::causal_attention(&q, &t[1], &t[2], scale),
+            (false, _) => composite::causal_attention(&q, &t[1], &t[2], scale),
         }
     })
 }
 
 #[test]
 fn attention_matches_composite() -> Result<()> {
-    attention_case(2, (5, 9), (4, 2), 6)?; // GQA, queries continue a prefix
-    attention_case(1, (70, 70), (3, 3), 8)?; // more than one query block
-    attention_case(2, (1, 13), (4, 1), 4)?; // one decoding step
-    attention_case(1, (130, 131), (2, 1), 5) // blocks, offset and GQA together
+    for fast in FAST {
+        attention_case(fast, 2, (5, 9), (4, 2), 6)?; // GQA, queries continue a prefix
+        attention_case(fast, 1, (70, 70), (3, 3), 8)?; // more than one query block
+        attention_case(fast, 2, (1, 13), (4, 1), 4)?; // one decoding step
+        attention_case(fast, 1, (130, 131), (2, 1), 5)?; // blocks, offset and GQA together
+    }
+    Ok(())
 }
 
 #[test]
@@ -329,14 +354,18 @@ fn targets(n: usize, v: usize, ignore_every: usize) -> Result<Tensor> {
 fn cross_entropy_matches_composite() -> Result<()> {
     let tg = targets(17, 23, 3)?;
     let vars = [var(15, &[23, 17], 3.0)?];
-    compare("cross_entropy", &vars, 1, |fused, t| {
-        let logits = t[0].t()?;
-        match fused {
-            true => cross_entropy::cross_entropy(&logits, &tg),
-            // candle's index_select (inside the composite) needs contiguous input.
-            false => composite::cross_entropy(&logits.contiguous()?, &tg),
-        }
-    })
+    for fast in FAST {
+        compare(&format!("{fast:?} cross_entropy"), &vars, 1, |fused, t| {
+            let logits = t[0].t()?;
+            match (fused, fast) {
+                (true, Fast::Cpu) => cross_entropy::cross_entropy(&logits, &tg),
+                (true, Fast::Accel) => accel::cross_entropy(&logits, &tg),
+                // candle's index_select (inside the composite) needs contiguous input.
+                (false, _) => composite::cross_entropy(&logits.contiguous()?, &tg),
+            }
+        })?;
+    }
+    Ok(())
 }
 
 #[test]
@@ -381,26 +410,44 @@ fn linear_cross_entropy_matches_composite() -> Result<()> {
     Ok(())
 }
 
+fn fast_cross_entropy(fast: Fast, logits: &Tensor, targets: &Tensor) -> Result<Tensor> {
+    match fast {
+        Fast::Cpu => cross_entropy::cross_entropy(logits, targets),
+        Fast::Accel => accel::cross_entropy(logits, targets),
+    }
+}
+
 #[test]
 fn cross_entropy_all_ignored_is_zero() -> Result<()> {
-    let x = var(16, &[4, 9], 1.0)?;
-    let tg = Tensor::new(&[IGNORE; 4], &Device::Cpu)?;
-    let loss = cross_entropy::cross_entropy(x.as_tensor(), &tg)?;
-    assert_eq!(loss.to_scalar::<f32>()?, 0.0);
-    let grads = loss.backward()?;
-    let g = grads.get(x.as_tensor()).expect("a zero gradient, not none");
-    assert_eq!(g.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
+    for fast in FAST {
+        let x = var(16, &[4, 9], 1.0)?;
+        let tg = Tensor::new(&[IGNORE; 4], &Device::Cpu)?;
+        let loss = fast_cross_entropy(fast, x.as_tensor(), &tg)?;
+        assert_eq!(loss.to_scalar::<f32>()?, 0.0, "{fast:?}");
+        let grads = loss.backward()?;
+        let g = grads.get(x.as_tensor()).expect("a zero gradient, not none");
+        assert_eq!(g.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0, "{fast:?}");
+    }
     Ok(())
 }
 
 #[test]
 fn cross_entropy_rejects_bad_targets() -> Result<()> {
-    let x = rand_tensor(17, &[2, 5], 1.0)?;
-    let tg = Tensor::new(&[1u32, 5], &Device::Cpu)?;
-    let err = cross_entropy::cross_entropy(&x, &tg)
-        .err()
-        .map(|e| e.to_string());
-    assert!(err.is_some_and(|e| e.contains("target 5")));
+    let x = rand_tensor(17, &[3, 5], 1.0)?;
+    for fast in FAST {
+        // the first target outside the vocabulary is named, ignored rows pass
+        let tg = Tensor::new(&[1u32, IGNORE, 5], &Device::Cpu)?;
+        let err = fast_cross_entropy(fast, &x, &tg).unwrap_err().to_string();
+        assert!(
+            err.contains("target 5 is outside the vocabulary of 5"),
+            "{fast:?}: {err}"
+        );
+        let short = Tensor::new(&[1u32, 2], &Device::Cpu)?;
+        let err = fast_cross_entropy(fast, &x, &short)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("3 rows of logits"), "{fast:?}: {err}");
+    }
     Ok(())
 }
 
@@ -615,20 +662,7 @@ fn autocast_nests_and_refuses_a_wide_dtype() -> Result<()> {
 // versions and finite differences.
 
 #[test]
-fn accel_ops_match_composite() -> Result<()> {
-    let vars = [var(101, &[37, 29], 2.0)?, var(102, &[37], 1.0)?];
-    compare("accel rms_norm (strided)", &vars, 2, |fused, t| {
-        let x = t[0].t()?;
-        match fused {
-            true => accel::rms_norm(&x, &t[1], 1e-5),
-            false => composite::rms_norm(&x, &t[1], 1e-5),
-        }
-    })?;
-    let vars = [var(103, &[3, 5, 37], 1.0)?, var(104, &[37], 1.0)?];
-    compare("accel rms_norm (3-d)", &vars, 2, |fused, t| match fused {
-        true => accel::rms_norm(&t[0], &t[1], 1e-6),
-        false => composite::rms_norm(&t[0], &t[1], 1e-6),
-    })?;
+fn accel_softmax_matches_composite() -> Result<()> {
     let vars = [var(105, &[4, 11, 9], 3.0)?];
     compare("accel softmax", &vars, 1, |fused, t| {
         let x = t[0].transpose(1, 2)?;
@@ -636,44 +670,7 @@ fn accel_ops_match_composite() -> Result<()> {
             true => accel::softmax_last_dim(&x),
             false => candle_nn::ops::softmax(&x, candle_core::D::Minus1),
         }
-    })?;
-    let (cos, sin) = rope_tables(7, 5, 3)?;
-    let vars = [var(106, &[2, 3, 7, 10], 1.0)?];
-    compare("accel rope", &vars, 1, |fused, t| {
-        let x = t[0].transpose(1, 2)?;
-        match fused {
-            true => accel::rope(&x, &cos, &sin),
-            false => composite::rope(&x, &cos, &sin),
-        }
-    })?;
-    let tg = targets(17, 23, 3)?;
-    let vars = [var(107, &[23, 17], 3.0)?];
-    compare("accel cross_entropy", &vars, 1, |fused, t| {
-        let logits = t[0].t()?;
-        match fused {
-            true => accel::cross_entropy(&logits, &tg),
-            false => composite::cross_entropy(&logits.contiguous()?, &tg),
-        }
     })
-}
-
-#[test]
-fn accel_attention_matches_composite() -> Result<()> {
-    for (b, (tq, tk), (hq, hkv), d) in [(2, (5, 9), (4, 2), 6), (1, (1, 13), (4, 1), 4)] {
-        let vars = [
-            var(108, &[b, hq, tq, d], 1.5)?,
-            var(109, &[b, tk, hkv, d], 1.5)?,
-            var(110, &[b, tk, hkv, d], 1.0)?,
-        ];
-        compare("accel attention", &vars, 3, |fused, t| {
-            let q = t[0].transpose(1, 2)?;
-            match fused {
-                true => accel::causal_attention(&q, &t[1], &t[2], 0.4),
-                false => composite::causal_attention(&q, &t[1], &t[2], 0.4),
-            }
-        })?;
-    }
-    Ok(())
 }
 
 #[test]
@@ -697,28 +694,6 @@ fn accel_ops_match_finite_differences() -> Result<()> {
         &rand_tensor(116, &[5, 6], 2.0)?,
         |x| accel::cross_entropy(x, &tg),
     )
-}
-
-#[test]
-fn accel_cross_entropy_ignores_rows_and_names_bad_targets() -> Result<()> {
-    let x = var(117, &[4, 9], 1.0)?;
-    let none = Tensor::new(&[IGNORE; 4], &Device::Cpu)?;
-    let loss = accel::cross_entropy(x.as_tensor(), &none)?;
-    assert_eq!(loss.to_scalar::<f32>()?, 0.0);
-    let grads = loss.backward()?;
-    let g = grads.get(x.as_tensor()).expect("a zero gradient, not none");
-    assert_eq!(g.abs()?.sum_all()?.to_scalar::<f32>()?, 0.0);
-    let bad = Tensor::new(&[1u32, IGNORE, 9, 2], &Device::Cpu)?;
-    let err = accel::cross_entropy(x.as_tensor(), &bad).unwrap_err();
-    assert!(
-        err.to_string()
-            .contains("target 9 is outside the vocabulary of 9"),
-        "{err}"
-    );
-    let short = Tensor::new(&[1u32, 2], &Device::Cpu)?;
-    let err = accel::cross_entropy(x.as_tensor(), &short).unwrap_err();
-    assert!(err.to_string().contains("4 rows of logits"), "{err}");
-    Ok(())
 }
 
 #[test]
