@@ -2,7 +2,8 @@
 # ferrochat's training step on a CUDA GPU against PyTorch eager (Hugging Face
 # LlamaForCausalLM from the same config.json, f32 and bf16 autocast) in one sitting.
 #   bench/gpu_train.sh FERROCHAT_CUDA_BINARY [--preset d12] [--batch 16] [--seq 1024]
-# The binary is built with `cargo build --release -p ferrochat-cli --features cuda`.
+# The binary is built with `cargo build --release -p ferrochat-cli --features cuda`, or
+# `scripts/build_cuda.sh` without `--nccl` (that one also needs Open MPI's libraries there).
 # Writes ops.json, ours_f32.json, ours_bf16.json and torch.txt into $OUT (or target/bench-gpu).
 set -uo pipefail
 BIN=$1; shift
