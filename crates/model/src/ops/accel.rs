@@ -258,12 +258,12 @@ impl Grad1 for CrossEntropyGrad {
     const NAME: &'static str = "cross-entropy-with-grad";
 
     fn grad(&self, logits: &Tensor, _loss: &Tensor, dy: &Tensor) -> Result<Tensor> {
-        // d logits = (softmax - onehot(target)) * keep * dy / count
-        let (_, v) = logits.dims2()?;
+        // d logits = (softmax - onehot(target)) * keep * dy / count; the one-hot is
+        // subtracted in place from the fresh softmax, one element per row
         let p = candle_nn::ops::softmax_last_dim(&logits.contiguous()?)?;
-        let vocab = Tensor::arange(0u32, v as u32, logits.device())?.unsqueeze(0)?;
-        let onehot = vocab.broadcast_eq(&self.safe)?.to_dtype(p.dtype())?;
+        let minus_one = self.keep.ones_like()?.neg()?;
+        p.scatter_add_set(&self.safe, &minus_one, 1)?;
         let scale = self.keep.broadcast_mul(&dy.div(&self.count)?)?;
-        (p - onehot)?.broadcast_mul(&scale)
+        p.broadcast_mul(&scale)
     }
 }
