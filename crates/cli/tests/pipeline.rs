@@ -1089,7 +1089,7 @@ fn bench_ops_checks_each_op_against_the_cpu_reference() {
     let v: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     let ops = v["ops"].as_array().unwrap();
-    assert_eq!(ops.len(), 9, "{v}");
+    assert_eq!(ops.len(), 10, "{v}");
     for op in ops {
         assert!(op["gradient_diff"].as_f64().unwrap() < 1e-4, "{op}");
         assert!(op["forward_backward_ms"].as_f64().unwrap() > 0.0, "{op}");

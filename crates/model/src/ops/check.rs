@@ -99,7 +99,19 @@ fn cases(s: &OpShapes) -> Result<Vec<Case>> {
         grads,
         op,
     };
+    let ids: Vec<u32> = (0..n).map(|i| (i * 7919 % s.vocab) as u32).collect();
     let mut all = vec![
+        case(
+            // the model's lookup (candle's index_select, its backward an index_add):
+            // one version, timed and checked on the device
+            "embedding",
+            vec![
+                uniform(15, &[s.vocab, s.width], 1.0)?,
+                Tensor::new(ids.as_slice(), &Device::Cpu)?,
+            ],
+            1,
+            Box::new(|_, x| x[0].embedding(&x[1])),
+        ),
         case(
             "rms_norm",
             vec![
@@ -296,7 +308,7 @@ mod tests {
             vocab: 37,
         };
         let reports = check_ops(&shapes, &Device::Cpu, 1)?;
-        assert_eq!(reports.len(), 9);
+        assert_eq!(reports.len(), 10);
         for r in &reports {
             assert!(r.forward_diff < 1e-4, "{r:?}");
             assert!(r.gradient_diff < 1e-4, "{r:?}");
