@@ -159,6 +159,20 @@ fn main() {
         }
     }
     let result = match cli.command {
+        // a server waits on its own threads (its model runs on a pool of its own): it
+        // stays off the shared pool
+        Command::Serve(a) => serve::run(a),
+        Command::Bench(bench::Command::Serve(a)) => bench_serve::serve(a),
+        command => runtime::on_pool(|| run(command)),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Speedrun(a) => speedrun::run(a),
         Command::World(c) => world::run(c),
         Command::Tokenizer(c) => tokenizer::run(c),
@@ -205,10 +219,6 @@ fn main() {
         Command::Eval(a) => eval::run(a),
         Command::Logits(a) => logits::run(a),
         Command::Bench(c) => bench::run(c),
-    };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
     }
 }
 

@@ -27,6 +27,11 @@ pub fn tune() {
             std::env::set_var(var, n.to_string());
         }
     }
+    // The command runs on a thread of this pool (`on_pool`): a deep autograd graph
+    // recurses in candle's backward pass, so the threads get the main thread's room.
+    let _ = rayon::ThreadPoolBuilder::new()
+        .stack_size(64 << 20)
+        .build_global();
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only adjusts allocator parameters; called before other threads exist.
     unsafe {
@@ -34,6 +39,18 @@ pub fn tune() {
         libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
         libc::mallopt(libc::M_TOP_PAD, 64 << 20);
     }
+}
+
+/// Runs `f` on a thread of rayon's pool, where the fused kernels share out their work.
+/// Called from outside the pool, every kernel that splits its work hands all of it to
+/// the pool and sleeps until it is done: two thread switches per operation, most of a
+/// small model's decoding step. From a thread of the pool, the caller works on its
+/// share while the others take theirs.
+///
+/// Not for work that waits on other work run on the pool (a server's loop): a thread of
+/// the pool waiting inside `f` could pick it up and never come back.
+pub fn on_pool<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    rayon::scope(|_| f())
 }
 
 /// `--device cpu|cuda[:N]`. Plain `cuda` is the first GPU, or under an MPI launcher the

@@ -101,9 +101,24 @@ impl Scheduler {
         let (tx, rx) = mpsc::channel();
         let stats = Arc::new(SchedulerStats::default());
         let worker_stats = stats.clone();
+        // The loop runs on a rayon pool of its own, so the model's kernels share their
+        // work with that pool's other threads instead of handing all of it over and
+        // sleeping (two thread switches per operation); and a loop that waits for
+        // requests never holds a thread of the pool the rest of the process uses. The
+        // pool's threads end with the loop; a panic in it ends this thread, as before.
+        let pool = rayon::ThreadPoolBuilder::new()
+            .thread_name({
+                let name = name.to_string();
+                move |i| format!("batch-{name}-{i}")
+            })
+            .stack_size(64 << 20)
+            .build()
+            .expect("cannot start the model's threads");
         std::thread::Builder::new()
             .name(format!("batch-{name}"))
-            .spawn(move || work(&model, draft.as_ref(), rx, max_batch.max(1), &worker_stats))
+            .spawn(move || {
+                pool.install(|| work(&model, draft.as_ref(), rx, max_batch.max(1), &worker_stats))
+            })
             .expect("cannot spawn the model's worker thread");
         Self {
             tx,
