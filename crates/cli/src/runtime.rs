@@ -27,8 +27,9 @@ pub fn tune() {
             std::env::set_var(var, n.to_string());
         }
     }
-    // The command runs on a thread of this pool (`on_pool`): a deep autograd graph
-    // recurses in candle's backward pass, so the threads get the main thread's room.
+    // The command runs on a thread of this pool (`on_pool`), and candle's backward pass
+    // recurses through the whole graph: its threads get more stack than the main thread's
+    // 8 MB (address space; only what is used is backed by memory).
     let _ = rayon::ThreadPoolBuilder::new()
         .stack_size(64 << 20)
         .build_global();
