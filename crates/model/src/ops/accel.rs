@@ -17,6 +17,7 @@ use candle_core::{
     bail, CpuStorage, CustomOp2, CustomOp3, DType, Layout, Result, Shape, Tensor, D,
 };
 
+use super::cross_entropy::check_targets;
 use super::IGNORE;
 
 /// RMSNorm: x (..., d), weight (d) -> (..., d)
@@ -70,12 +71,8 @@ pub(super) fn cross_entropy(logits: &Tensor, targets: &Tensor) -> Result<Tensor>
     if n > 0 {
         let top = safe.max(0)?.to_scalar::<u32>()?;
         if top as usize >= v {
-            let t: Vec<u32> = targets.to_vec1()?;
-            let bad = t
-                .iter()
-                .find(|&&t| t != IGNORE && t as usize >= v)
-                .unwrap_or(&top);
-            bail!("cross_entropy: target {bad} is outside the vocabulary of {v}");
+            // name the first bad target, as the CPU kernel does
+            check_targets("cross_entropy", &targets.to_vec1::<u32>()?, n, v)?;
         }
     }
     let x = logits.detach().contiguous()?;

@@ -74,7 +74,8 @@ struct Case {
     op: Op,
 }
 
-fn uniform(seed: u64, shape: &[usize], scale: f32) -> Result<Tensor> {
+/// A CPU tensor of `shape` drawn uniformly from (-scale, scale) by a seeded stream.
+pub(super) fn uniform(seed: u64, shape: &[usize], scale: f32) -> Result<Tensor> {
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let n: usize = shape.iter().product();
     let data: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();

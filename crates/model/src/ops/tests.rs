@@ -3,21 +3,13 @@
 //! differences as a check that does not trust either implementation.
 
 use candle_core::{Device, Result, Tensor, Var};
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
 
+use super::check::uniform as rand_tensor;
 use super::{
     accel, attention, composite, cross_entropy, heads, linear, rms_norm, rope, swiglu, IGNORE,
 };
 
 const TOL: f32 = 1e-4;
-
-pub(super) fn rand_tensor(seed: u64, shape: &[usize], scale: f32) -> Result<Tensor> {
-    let mut rng = ChaCha8Rng::seed_from_u64(seed);
-    let n: usize = shape.iter().product();
-    let data: Vec<f32> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
-    Tensor::from_vec(data, shape, &Device::Cpu)
-}
 
 fn var(seed: u64, shape: &[usize], scale: f32) -> Result<Var> {
     Var::from_tensor(&rand_tensor(seed, shape, scale)?)
