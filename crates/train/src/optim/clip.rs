@@ -35,11 +35,7 @@ pub fn clip_grad_norm(
             Sum::Host(s) => total += s,
             Sum::Device(s) => {
                 on_device = Some(match on_device {
-                    Some(acc) if acc.device().same_device(s.device()) => (acc + s)?,
-                    Some(acc) => {
-                        total += acc.to_scalar::<f64>()?;
-                        s
-                    }
+                    Some(acc) => (&acc + s.to_device(acc.device())?)?,
                     None => s,
                 })
             }
